@@ -1,0 +1,46 @@
+# posture-daemon — the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint format docs check-docs system-deps clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## Run the daemon on the embedded demo estate (simulated AWS, no credentials); metrics on :9717.
+demo: $(STAMP)
+	$(BIN)/posture-daemon demo
+
+## Debian's Prometheus and Alertmanager binaries (promtool, amtool) for the end-to-end tests.
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+## The whole test suite: unit, integration (moto server over HTTP), end-to-end.
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests
+	$(BIN)/ruff format --check daemon tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format daemon tests
+	$(BIN)/ruff check --fix daemon tests
+
+## Regenerate docs/controls.md and docs/metrics.md from the code.
+docs: $(STAMP)
+	$(BIN)/python -m daemon.docs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
