@@ -1,0 +1,1 @@
+"""Controls: pure functions from snapshots and policy parameters to findings. No I/O, no clock."""
