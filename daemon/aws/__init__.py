@@ -1,0 +1,1 @@
+"""AWS access: sessions and AssumeRole, clients, the call wrapper, error taxonomy, discovery."""

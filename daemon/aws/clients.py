@@ -1,0 +1,239 @@
+"""Sessions, credentials and clients.
+
+- One base session with the daemon's own credentials (the default provider chain, so environment,
+  web identity for IRSA, ECS task roles and instance profiles all work).
+- One session per member account with refreshable AssumeRole credentials (refreshed by botocore
+  before they expire; invalidated on an ExpiredToken answer).
+- Clients are opened per (account, region, service) and reused; idle ones beyond a cap are closed
+  least-recently-used first. All sessions share one botocore loader, so service models are parsed
+  once.
+- Endpoints are never set here: botocore resolves AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>
+  itself, exactly as for any other AWS tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioDeferredRefreshableCredentials
+from aiobotocore.session import AioSession, get_session
+
+from daemon.aws.errors import AwsError, ErrorKind, to_aws_error
+from daemon.config import AwsSettings
+
+SESSION_NAME = "posture-daemon"
+ROLE_PREFIX = "role:"  # a session principal that names a role instead of an account
+
+# A client is an aiobotocore client; its type is generated at runtime.
+Client = Any
+ClientHook = Callable[[Client, str, str, str], None]  # (client, account, region, service)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    account_id: str
+    region: str
+    service: str
+
+
+class _Entry:
+    __slots__ = ("client", "in_use", "stack")
+
+    def __init__(self, client: Client, stack: AsyncExitStack) -> None:
+        self.client = client
+        self.stack = stack
+        self.in_use = 0
+
+
+class Sessions:
+    """Credentials per account. The daemon's own account uses the base session."""
+
+    def __init__(self, settings: AwsSettings) -> None:
+        self._settings = settings
+        self._base = get_session()
+        self._loader = self._base.get_component("data_loader")
+        self._by_account: dict[str, AioSession] = {}
+        self._creds: dict[str, AioDeferredRefreshableCredentials] = {}
+        self._own_account: str | None = None
+        self._own_lock = asyncio.Lock()
+
+    @property
+    def base(self) -> AioSession:
+        return self._base
+
+    async def own_account_id(self) -> str:
+        async with self._own_lock:
+            if self._own_account is None:
+                try:
+                    async with self._base.create_client(
+                        "sts", region_name=self._settings.region
+                    ) as sts:
+                        ident = await sts.get_caller_identity()
+                except Exception as exc:
+                    raise to_aws_error(
+                        exc, service="sts", operation="GetCallerIdentity", account_id="", region=""
+                    ) from None
+                self._own_account = str(ident["Account"])
+            return self._own_account
+
+    def _new_session(self) -> AioSession:
+        session = AioSession()
+        session.register_component("data_loader", self._loader)
+        return session
+
+    async def session_for(self, principal: str) -> AioSession:
+        """The session for an account id (member role or own credentials) or "role:ARN"."""
+        if principal.startswith(ROLE_PREFIX):
+            role_arn = principal.removeprefix(ROLE_PREFIX)
+            account_id = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+        else:
+            if principal == await self.own_account_id():
+                return self._base
+            account_id = principal
+            role_arn = f"arn:aws:iam::{account_id}:role/{self._settings.role_name}"
+        session = self._by_account.get(principal)
+        if session is None:
+            session = self._new_session()
+            creds = AioDeferredRefreshableCredentials(
+                refresh_using=functools.partial(self._assume, role_arn, account_id),
+                method="assume-role",
+            )
+            session._credentials = creds  # aiobotocore has no public setter for refreshable creds
+            self._creds[principal] = creds
+            self._by_account[principal] = session
+        return session
+
+    async def _assume(self, role_arn: str, account_id: str) -> dict[str, str]:
+        params: dict[str, Any] = {
+            "RoleArn": role_arn,
+            "RoleSessionName": SESSION_NAME,
+            "DurationSeconds": self._settings.assume_role_duration_seconds,
+        }
+        if self._settings.external_id is not None:
+            params["ExternalId"] = self._settings.external_id.get_secret_value()
+        try:
+            async with self._base.create_client("sts", region_name=self._settings.region) as sts:
+                resp = await sts.assume_role(**params)
+        except Exception as exc:
+            err = to_aws_error(
+                exc, service="sts", operation="AssumeRole", account_id=account_id, region=""
+            )
+            if err.kind is ErrorKind.NOT_FOUND:  # e.g. the role does not exist
+                err = AwsError(
+                    ErrorKind.ACCESS_DENIED,
+                    err.code,
+                    service="sts",
+                    operation="AssumeRole",
+                    account_id=account_id,
+                    message=err.message,
+                )
+            raise err from None
+        c = resp["Credentials"]
+        expiry = c["Expiration"]
+        if isinstance(expiry, dt.datetime):
+            expiry = expiry.astimezone(dt.UTC).isoformat()
+        return {
+            "access_key": c["AccessKeyId"],
+            "secret_key": c["SecretAccessKey"],
+            "token": c["SessionToken"],
+            "expiry_time": str(expiry),
+        }
+
+    def invalidate(self, principal: str) -> bool:
+        """Force a fresh AssumeRole on the next call (after AWS said the token expired)."""
+        creds = self._creds.get(principal)
+        if creds is None:
+            return False
+        creds._expiry_time = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        return True
+
+
+class ClientPool:
+    """Open clients keyed by (account, region, service), reused, closed LRU when idle."""
+
+    def __init__(
+        self, sessions: Sessions, settings: AwsSettings, on_create: ClientHook | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._on_create = on_create
+        self._entries: OrderedDict[ClientKey, _Entry] = OrderedDict()
+        self._locks: dict[ClientKey, asyncio.Lock] = {}
+        self._config = AioConfig(
+            retries={"mode": "adaptive", "max_attempts": settings.max_attempts},
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            max_pool_connections=settings.max_pool_connections,
+            user_agent_extra="posture-daemon",
+        )
+        self._closed = False
+
+    @property
+    def open_clients(self) -> int:
+        return len(self._entries)
+
+    @asynccontextmanager
+    async def client(self, account_id: str, region: str, service: str) -> AsyncIterator[Client]:
+        key = ClientKey(account_id, region, service)
+        entry = await self._get(key)
+        entry.in_use += 1
+        try:
+            yield entry.client
+        finally:
+            entry.in_use -= 1
+
+    async def _get(self, key: ClientKey) -> _Entry:
+        if self._closed:
+            raise RuntimeError("client pool is closed")
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                return entry
+            session = await self._sessions.session_for(key.account_id)
+            stack = AsyncExitStack()
+            client = await stack.enter_async_context(
+                session.create_client(key.service, region_name=key.region, config=self._config)
+            )
+            if self._on_create is not None:
+                self._on_create(client, key.account_id, key.region, key.service)
+            entry = _Entry(client, stack)
+            self._entries[key] = entry
+        await self._evict()
+        return entry
+
+    async def _evict(self) -> None:
+        excess = len(self._entries) - self._settings.max_open_clients
+        if excess <= 0:
+            return
+        for key in list(self._entries):
+            if excess <= 0:
+                break
+            entry = self._entries[key]
+            if entry.in_use:
+                continue
+            del self._entries[key]
+            self._locks.pop(key, None)
+            excess -= 1
+            await entry.stack.aclose()
+
+    async def close(self) -> None:
+        self._closed = True
+        entries = list(self._entries.values())
+        self._entries.clear()
+        for entry in entries:
+            with contextlib.suppress(Exception):  # closing is best effort at shutdown
+                await entry.stack.aclose()

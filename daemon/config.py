@@ -1,0 +1,234 @@
+"""Daemon settings: environment variables (POSTURE_..., nested with __) and an optional YAML file.
+
+Settings say how the daemon runs (ports, intervals, credentials); the policy file says what it
+checks. Settings are frozen; a reload builds a new instance.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "POSTURE_"
+CONFIG_FILE_ENV = "POSTURE_CONFIG_FILE"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(Section):
+    host: str = Field(
+        default="0.0.0.0", description="Address to serve /metrics, /livez, /readyz on."
+    )
+    port: int = Field(default=9717, ge=0, le=65535, description="HTTP port (0: any free port).")
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a TTY, JSON lines otherwise."
+    )
+
+
+class AwsSettings(Section):
+    role_name: str = Field(
+        default="PostureDaemonReader",
+        pattern=r"^[A-Za-z0-9_+=,.@/-]+$",
+        max_length=512,
+        description="Role assumed in each member account.",
+    )
+    external_id: SecretStr | None = Field(default=None, description="ExternalId for AssumeRole.")
+    assume_role_duration_seconds: int = Field(
+        default=3600, ge=900, le=43200, description="Lifetime of assumed-role credentials."
+    )
+    organizations_role_arn: str | None = Field(
+        default=None,
+        description="Role to assume for organizations:ListAccounts when the daemon does not run in "
+        "the management or delegated administrator account.",
+    )
+    region: str = Field(
+        default_factory=lambda: (
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        ),
+        description="Region for global calls (STS, IAM, Organizations, region discovery).",
+    )
+    max_inflight_per_account: int = Field(
+        default=10, ge=1, le=200, description="AWS calls in flight at once per account."
+    )
+    max_attempts: int = Field(default=5, ge=1, le=20, description="botocore adaptive retries.")
+    connect_timeout_seconds: float = Field(default=5, gt=0, description="TCP connect timeout.")
+    read_timeout_seconds: float = Field(default=20, gt=0, description="Socket read timeout.")
+    call_timeout_seconds: float = Field(
+        default=90, gt=0, description="Deadline for one call including its retries."
+    )
+    max_pool_connections: int = Field(
+        default=20, ge=1, description="HTTP connections per AWS client."
+    )
+    max_open_clients: int = Field(
+        default=512, ge=8, description="Idle AWS clients beyond this are closed (LRU)."
+    )
+
+
+class ReconcilerSettings(Section):
+    interval_seconds: float = Field(
+        default=300, ge=1, description="Time between sweeps of a target."
+    )
+    jitter_fraction: float = Field(
+        default=0.1, ge=0, le=0.5, description="Random spread of the interval (0.1: +/-10%)."
+    )
+    workers: int = Field(default=8, ge=1, le=256, description="Targets reconciled at once.")
+    per_target_concurrency: int = Field(
+        default=8, ge=1, le=64, description="Per-resource detail fetches in flight per target."
+    )
+    backoff_base_seconds: float = Field(
+        default=5, gt=0, description="First retry delay after a failed reconcile (doubles)."
+    )
+    backoff_max_seconds: float = Field(default=600, gt=0, description="Longest retry delay.")
+    target_timeout_seconds: float = Field(
+        default=600, gt=0, description="Deadline for one reconcile."
+    )
+    discovery_interval_seconds: float = Field(
+        default=600, ge=5, description="How often accounts and regions are rediscovered."
+    )
+    policy_poll_seconds: float = Field(
+        default=5,
+        ge=0,
+        description="How often to check the policy file for changes (0: only SIGHUP).",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20, ge=0, description="Time in-flight reconciles get to finish on SIGTERM."
+    )
+
+
+class ShardSettings(Section):
+    count: int = Field(default=1, ge=1, le=1024, description="Replicas sharing the accounts.")
+    index: int | None = Field(default=None, ge=0, description="This replica's shard (0-based).")
+    pod_name: str | None = Field(
+        default=None,
+        description="StatefulSet pod name; its ordinal suffix (-N) is the shard index when index "
+        "is not set.",
+    )
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> ShardSettings:
+        idx = self.resolved_index
+        if not 0 <= idx < self.count:
+            raise ValueError(f"shard index {idx} is outside 0..{self.count - 1}")
+        return self
+
+    @property
+    def resolved_index(self) -> int:
+        if self.index is not None:
+            return self.index
+        if self.pod_name:
+            m = re.search(r"-(\d+)$", self.pod_name)
+            if m is None:
+                raise ValueError(f"pod name {self.pod_name!r} has no ordinal suffix")
+            return int(m.group(1))
+        return 0
+
+
+class MetricsSettings(Section):
+    resource_series: bool = Field(
+        default=True, description="Export posture_resource_violation (one series per resource)."
+    )
+    resource_series_limit: int = Field(
+        default=10000, ge=0, description="Most posture_resource_violation series per scrape."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    policy_file: Path = Field(
+        default=Path("/etc/posture-daemon/policy.yaml"), description="The policy (desired state)."
+    )
+    config_file: Path | None = Field(
+        default=None, description="Optional YAML file with these settings (env vars win)."
+    )
+    build_revision: str = Field(
+        default="unknown", description="Source revision, set by the image build (build info)."
+    )
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    aws: AwsSettings = AwsSettings()
+    reconciler: ReconcilerSettings = ReconcilerSettings()
+    shard: ShardSettings = ShardSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """Settings cannot be used; the message names each bad setting (never its value)."""
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def unknown_env_settings(environ: dict[str, str] | None = None) -> list[str]:
+    """POSTURE_* variables that name no setting: a typo would otherwise be ignored silently."""
+    env = os.environ if environ is None else environ
+    known = {name.upper() for name in Settings.model_fields}
+    out = []
+    for key in env:
+        if key.upper().startswith(ENV_PREFIX):
+            first = key[len(ENV_PREFIX) :].split("__", 1)[0].upper()
+            if first not in known:
+                out.append(key)
+    return sorted(out)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    config_file = os.environ.get(CONFIG_FILE_ENV)
+    if config_file:
+        path = Path(config_file)
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise SettingsError(
+                f"{CONFIG_FILE_ENV}={config_file}: cannot read: {exc.strerror}"
+            ) from None
+    unknown = unknown_env_settings()
+    if unknown:
+        raise SettingsError("unknown setting(s): " + ", ".join(unknown))
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"{_env_name(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    except Exception as exc:  # e.g. a YAML settings file that does not parse
+        raise SettingsError(f"invalid settings: {type(exc).__name__}: {exc}") from None

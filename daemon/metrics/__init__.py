@@ -1,0 +1,1 @@
+"""Metrics: the contract (names), the daemon's health metrics, and the state collector."""

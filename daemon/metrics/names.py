@@ -1,0 +1,264 @@
+"""The metrics contract: every metric the daemon exports, defined once.
+
+Dashboards, alert rules and docs/metrics.md depend on these names and labels; tests check that each
+of them only uses what is listed here. `source` says where a metric comes from: "state" metrics are
+rendered at scrape time from the latest result of each target (so they vanish with the resource),
+"health" metrics are the daemon's own instrumented counters and gauges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ACCOUNT = "aws_account_id"
+REGION = "aws_region"
+SERVICE = "aws_service"
+TARGET_LABELS = (ACCOUNT, REGION, SERVICE)
+
+MetricType = Literal["gauge", "counter", "histogram", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    name: str  # the exposed family name (counters without the _total suffix)
+    type: MetricType
+    help: str
+    labels: tuple[str, ...]
+    source: Literal["state", "health"]
+
+    @property
+    def exposed(self) -> str:
+        """The sample name users query (counters end in _total, info metrics in _info)."""
+        if self.type == "counter":
+            return self.name + "_total"
+        if self.type == "info":
+            return self.name + "_info"
+        return self.name
+
+
+def _d(
+    name: str,
+    type_: MetricType,
+    help_: str,
+    labels: tuple[str, ...],
+    source: Literal["state", "health"],
+) -> MetricDef:
+    return MetricDef(name, type_, help_, labels, source)
+
+
+# --- compliance state (custom collector, rendered from the state store) -----------------------
+VIOLATIONS = _d(
+    "posture_violations",
+    "gauge",
+    "Resources currently violating the control, exempted ones excluded "
+    "(0 for every evaluated control).",
+    (*TARGET_LABELS, "control", "severity"),
+    "state",
+)
+EVALUATED = _d(
+    "posture_evaluated_resources",
+    "gauge",
+    "Resources the control was evaluated on (pass or fail) in the last successful sweep.",
+    (*TARGET_LABELS, "control"),
+    "state",
+)
+EVALUATION_ERRORS = _d(
+    "posture_control_evaluation_errors",
+    "gauge",
+    "Resources the control could not be evaluated on (data unreadable or denied): "
+    "neither pass nor fail.",
+    (*TARGET_LABELS, "control"),
+    "state",
+)
+RESOURCE_VIOLATION = _d(
+    "posture_resource_violation",
+    "gauge",
+    "1 for each resource violating a control (capped; see posture_resource_series_dropped).",
+    (*TARGET_LABELS, "control", "severity", "resource"),
+    "state",
+)
+RESOURCE_SERIES_DROPPED = _d(
+    "posture_resource_series_dropped",
+    "gauge",
+    "Per-resource violation series left out by the series cap at the last scrape.",
+    (),
+    "state",
+)
+EXEMPTIONS = _d(
+    "posture_exemptions",
+    "gauge",
+    "Findings covered by an exemption, by state (active, or expired and therefore not applied).",
+    (*TARGET_LABELS, "control", "state"),
+    "state",
+)
+RESOURCES = _d(
+    "posture_resources",
+    "gauge",
+    "Resources seen in the last successful sweep.",
+    (*TARGET_LABELS, "resource_type"),
+    "state",
+)
+ACCOUNT_INFO = _d(
+    "posture_account",
+    "info",
+    "Account names from AWS Organizations or the policy (names stay off other series).",
+    (ACCOUNT, "account_name"),
+    "state",
+)
+CONTROL_INFO = _d(
+    "posture_control",
+    "info",
+    "Static description of each enabled control, for joins in dashboards.",
+    ("control", SERVICE, "severity", "resource_type", "title", "security_hub"),
+    "state",
+)
+TARGET_UP = _d(
+    "posture_target_up",
+    "gauge",
+    "1 if the last reconcile of the target succeeded, 0 if it failed (results are then kept from "
+    "the last success).",
+    TARGET_LABELS,
+    "state",
+)
+TARGET_LAST_SUCCESS = _d(
+    "posture_target_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the target's last successful reconcile (0 if never).",
+    TARGET_LABELS,
+    "state",
+)
+TARGET_LAST_ATTEMPT = _d(
+    "posture_target_last_attempt_timestamp_seconds",
+    "gauge",
+    "Unix time the target's last reconcile finished, successful or not.",
+    TARGET_LABELS,
+    "state",
+)
+TARGET_FAILURES = _d(
+    "posture_target_consecutive_failures",
+    "gauge",
+    "Reconciles of the target that failed in a row (0 after a success).",
+    TARGET_LABELS,
+    "state",
+)
+ACCOUNT_UP = _d(
+    "posture_account_up",
+    "gauge",
+    "1 if credentials for the account (AssumeRole) and its region discovery last succeeded.",
+    (ACCOUNT,),
+    "state",
+)
+
+# --- the daemon's own health (instrumented) ------------------------------------------------------
+RECONCILE_DURATION = _d(
+    "posture_reconcile_duration_seconds",
+    "histogram",
+    "Time to reconcile one target: collect, evaluate, publish.",
+    (SERVICE,),
+    "health",
+)
+RECONCILES = _d(
+    "posture_reconciles",
+    "counter",
+    "Reconciles finished, by result (success or failure).",
+    (SERVICE, "result"),
+    "health",
+)
+API_REQUESTS = _d(
+    "posture_aws_api_requests",
+    "counter",
+    "AWS API requests sent, every attempt including retries.",
+    (SERVICE, "operation"),
+    "health",
+)
+API_ERRORS = _d(
+    "posture_aws_api_errors",
+    "counter",
+    "AWS API requests that failed, by error code (throttling codes included).",
+    (SERVICE, "operation", "error_code"),
+    "health",
+)
+API_THROTTLES = _d(
+    "posture_aws_api_throttles",
+    "counter",
+    "AWS API requests throttled, by target account and region.",
+    TARGET_LABELS,
+    "health",
+)
+API_DURATION = _d(
+    "posture_aws_api_call_duration_seconds",
+    "histogram",
+    "Duration of one AWS API call as the daemon saw it, retries included.",
+    (SERVICE,),
+    "health",
+)
+WORKERS_ACTIVE = _d(
+    "posture_workers_active", "gauge", "Reconcile workers busy right now.", (), "health"
+)
+WORKERS_MAX = _d("posture_workers_max", "gauge", "Reconcile workers configured.", (), "health")
+QUEUE_DEPTH = _d(
+    "posture_workqueue_depth", "gauge", "Targets ready and waiting for a worker.", (), "health"
+)
+QUEUE_LONGEST_WAIT = _d(
+    "posture_workqueue_longest_wait_seconds",
+    "gauge",
+    "How long the oldest ready target has waited for a worker.",
+    (),
+    "health",
+)
+TARGETS = _d("posture_targets", "gauge", "Targets assigned to this replica.", (SERVICE,), "health")
+POLICY_RELOADS = _d(
+    "posture_policy_reloads", "counter", "Policy reloads that were applied.", (), "health"
+)
+POLICY_RELOAD_FAILURES = _d(
+    "posture_policy_reload_failures",
+    "counter",
+    "Policy reloads rejected because the new file was invalid (the old policy stays).",
+    (),
+    "health",
+)
+POLICY_LAST_RELOAD = _d(
+    "posture_policy_last_reload_success_timestamp_seconds",
+    "gauge",
+    "Unix time the running policy was loaded.",
+    (),
+    "health",
+)
+POLICY_INFO = _d(
+    "posture_policy",
+    "info",
+    "The running policy: its file and content digest.",
+    ("source", "digest"),
+    "health",
+)
+DISCOVERY_ERRORS = _d(
+    "posture_discovery_errors",
+    "counter",
+    "Failed account or region discoveries (Organizations ListAccounts, EC2 DescribeRegions).",
+    ("stage",),
+    "health",
+)
+BUILD_INFO = _d(
+    "posture_build",
+    "info",
+    "Version and source revision of the daemon.",
+    ("version", "revision"),
+    "health",
+)
+SHARD_ORDINAL = _d("posture_shard_ordinal", "gauge", "This replica's shard index.", (), "health")
+TOTAL_SHARDS = _d(
+    "posture_total_shards", "gauge", "Number of shards the accounts are split into.", (), "health"
+)
+
+ALL: tuple[MetricDef, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricDef))
+
+
+def exposed_names() -> set[str]:
+    """Every sample name a query may use (histograms with their _bucket/_sum/_count)."""
+    out: set[str] = set()
+    for d in ALL:
+        out.add(d.exposed)
+        if d.type == "histogram":
+            out.update({d.name + "_bucket", d.name + "_sum", d.name + "_count"})
+    return out
