@@ -1,0 +1,502 @@
+"""AWS Lambda: functions, their versions, policies, URLs, aliases, code signing, invoke configs,
+execution roles, log groups, subnets and web triggers; layer versions and their policies.
+
+Environment variable values are reduced to "what they look like" in `_env_vars` and dropped there.
+The presigned code URL that GetFunction returns is never kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.aws.errors import AwsError, ErrorKind
+from daemon.collectors import iam, region
+from daemon.collectors.base import (
+    AspectErrors,
+    CollectContext,
+    Operation,
+    absent_if_not_found,
+    parse_timestamp,
+)
+from daemon.model import awslambda as m
+from daemon.model import frozen_errors, frozen_tags, parse_arn
+from daemon.model.iampolicy import PolicyDocument, PolicyParseError, parse_policy
+from daemon.model.secrets import classify_value, is_reference
+
+SERVICE = "lambda"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("lambda", "ListFunctions", "lambda:ListFunctions"),
+    Operation("lambda", "GetFunction", "lambda:GetFunction"),
+    Operation("lambda", "GetPolicy", "lambda:GetPolicy"),
+    Operation("lambda", "GetFunctionUrlConfig", "lambda:GetFunctionUrlConfig"),
+    Operation("lambda", "ListAliases", "lambda:ListAliases"),
+    Operation("lambda", "GetFunctionCodeSigningConfig", "lambda:GetFunctionCodeSigningConfig"),
+    Operation("lambda", "GetCodeSigningConfig", "lambda:GetCodeSigningConfig"),
+    Operation("lambda", "GetFunctionEventInvokeConfig", "lambda:GetFunctionEventInvokeConfig"),
+    Operation("lambda", "ListLayers", "lambda:ListLayers"),
+    Operation("lambda", "ListLayerVersions", "lambda:ListLayerVersions"),
+    Operation("lambda", "GetLayerVersionPolicy", "lambda:GetLayerVersionPolicy"),
+    Operation("logs", "DescribeLogGroups", "logs:DescribeLogGroups"),
+    Operation("ec2", "DescribeSubnets", "ec2:DescribeSubnets"),
+    Operation("apigateway", "GetStages", "apigateway:GET"),
+    *iam.OPERATIONS,
+    *region.OPERATIONS,
+)
+
+DEFAULT_LOG_PREFIX = "/aws/lambda/"
+
+
+def _env_vars(raw: dict[str, Any]) -> tuple[tuple[m.EnvVar, ...], str | None]:
+    """Reduce the environment to names and value classes; the values go out of scope here."""
+    env = raw.get("Environment") or {}
+    error = env.get("Error")
+    if error:
+        return (), str(error.get("ErrorCode") or "EnvironmentError")
+    variables = env.get("Variables") or {}
+    out = []
+    for name, value in sorted(variables.items()):
+        text = value if isinstance(value, str) else str(value)
+        out.append(
+            m.EnvVar(
+                name=str(name),
+                has_value=bool(text),
+                value_kinds=classify_value(text),
+                is_reference=is_reference(text),
+            )
+        )
+    return tuple(out), None
+
+
+def _layer_ref(raw: dict[str, Any]) -> m.LayerRef:
+    arn = str(raw.get("Arn", ""))
+    parts = parse_arn(arn)
+    name, version = "", None
+    if parts is not None:
+        segs = parts.resource.split(":")  # layer:NAME:VERSION
+        if len(segs) >= 2:
+            name = segs[1]
+        if len(segs) >= 3 and segs[2].isdigit():
+            version = int(segs[2])
+    return m.LayerRef(arn, parts.account_id if parts else "", name, version)
+
+
+def _parse_policy_text(text: Any) -> tuple[PolicyDocument | None, str | None]:
+    if text is None:
+        return None, None
+    try:
+        return parse_policy(text), None
+    except PolicyParseError as exc:
+        return None, str(exc)
+
+
+def _api_stage_refs(
+    policy: PolicyDocument, account_id: str, region_name: str
+) -> set[tuple[str, str]]:
+    """(api id, stage) of API Gateway sources named in the policy, in this account and region."""
+    refs: set[tuple[str, str]] = set()
+    for st in policy.statements:
+        if not st.allow or not any(p.startswith("apigateway.") for p in st.service_principals):
+            continue
+        for source in st.condition_values("aws:SourceArn"):
+            parts = parse_arn(source)
+            if parts is None or parts.service != "execute-api":
+                continue
+            if parts.region not in (region_name, "*") or parts.account_id not in (account_id, "*"):
+                continue
+            segs = parts.resource.split("/")
+            api_id = segs[0]
+            stage = segs[1] if len(segs) > 1 and segs[1] else "*"
+            if api_id and api_id != "*":
+                refs.add((api_id, stage))
+    return refs
+
+
+@dataclass(frozen=True, slots=True)
+class _Details:
+    tags: dict[str, str]
+    reserved: int | None
+    policy: PolicyDocument | None
+    url_auth_type: str | None
+    aliases: tuple[m.Alias, ...]
+    csc_arn: str | None
+    untrusted_action: str | None
+    on_failure: str | None
+
+
+@dataclass
+class _RegionData:
+    """Lookups shared by every function of the target, fetched once per sweep."""
+
+    log_groups: dict[str, m.LogGroup]
+    log_groups_error: str | None
+    subnet_azs: dict[str, str]
+    subnets_error: str | None
+    layer_versions: set[str]  # ARNs of layer versions that exist in this account-region
+    stages: dict[
+        str, tuple[bool, dict[str, str | None]] | str
+    ]  # api id -> (found, stage->acl) | error
+    signing: dict[str, str | None]  # code signing config ARN -> UntrustedArtifactOnDeployment
+    signing_errors: dict[str, str]
+
+
+class LambdaCollector:
+    service = SERVICE
+    operations = OPERATIONS
+
+    def __init__(self, roles: iam.RoleReader) -> None:
+        self.roles = roles
+
+    async def collect(self, ctx: CollectContext) -> m.LambdaSnapshot:
+        api = ctx.api
+        entries = await api.all_items(
+            "lambda", "list_functions", "Functions", FunctionVersion="ALL"
+        )
+        latest: list[dict[str, Any]] = []
+        versions: dict[str, list[m.PublishedVersion]] = {}
+        for e in entries:
+            if e.get("Version", "$LATEST") == "$LATEST":
+                # with FunctionVersion=ALL, $LATEST entries carry a qualified ARN
+                arn = str(e.get("FunctionArn", "")).removesuffix(":$LATEST")
+                latest.append({**e, "FunctionArn": arn})
+            else:
+                base = str(e.get("FunctionArn", "")).rsplit(":", 1)[0]
+                versions.setdefault(base, []).append(
+                    m.PublishedVersion(
+                        version=str(e["Version"]),
+                        code_sha256=str(e.get("CodeSha256", "")),
+                        last_modified=parse_timestamp(e.get("LastModified")),
+                    )
+                )
+        layers = await self._layers(ctx)
+        shared = await self._region_data(ctx, latest, layers)
+        functions = await ctx.gather(latest, lambda raw: self._function(ctx, raw, versions, shared))
+        return m.LambdaSnapshot(
+            target=ctx.target,
+            collected_at=ctx.now,
+            functions=tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn)),
+            layer_versions=tuple(layers),
+            region=await region.collect_region(ctx),
+        )
+
+    # --- shared lookups --------------------------------------------------------------------------
+
+    async def _layers(self, ctx: CollectContext) -> list[m.LayerVersion]:
+        api = ctx.api
+        out: list[m.LayerVersion] = []
+        for layer in await api.all_items("lambda", "list_layers", "Layers"):
+            name = layer.get("LayerName", "")
+            raw_versions = await api.all_items(
+                "lambda", "list_layer_versions", "LayerVersions", LayerName=name
+            )
+
+            async def one(raw: dict[str, Any], name: str = name) -> m.LayerVersion:
+                errors = AspectErrors()
+                number = int(raw.get("Version", 0))
+                resp = await errors.fetch(
+                    m.ASPECT_LAYER_POLICY,
+                    api.call(
+                        "lambda", "get_layer_version_policy", LayerName=name, VersionNumber=number
+                    ),
+                )
+                policy, problem = _parse_policy_text(resp.get("Policy") if resp else None)
+                arn = str(raw.get("LayerVersionArn", ""))
+                if problem:
+                    errors.fail(m.ASPECT_LAYER_POLICY, "MalformedPolicy")
+                    ctx.issue(arn, m.ASPECT_LAYER_POLICY, problem)
+                return m.LayerVersion(
+                    arn=arn,
+                    name=name,
+                    version=number,
+                    account_id=ctx.target.account_id,
+                    region=ctx.target.region,
+                    policy=policy,
+                    errors=frozen_errors(errors.errors),
+                )
+
+            out.extend(await ctx.gather(raw_versions, one))
+        return sorted(out, key=lambda lv: lv.arn)
+
+    async def _region_data(
+        self, ctx: CollectContext, functions: list[dict[str, Any]], layers: list[m.LayerVersion]
+    ) -> _RegionData:
+        log_groups, log_error = await self._log_groups(ctx, functions)
+        subnet_ids = sorted(
+            {s for f in functions for s in (f.get("VpcConfig") or {}).get("SubnetIds") or []}
+        )
+        subnet_azs, subnet_error = await self._subnets(ctx, subnet_ids)
+        return _RegionData(
+            log_groups=log_groups,
+            log_groups_error=log_error,
+            subnet_azs=subnet_azs,
+            subnets_error=subnet_error,
+            layer_versions={lv.arn for lv in layers},
+            stages={},
+            signing={},
+            signing_errors={},
+        )
+
+    async def _log_groups(
+        self, ctx: CollectContext, functions: list[dict[str, Any]]
+    ) -> tuple[dict[str, m.LogGroup], str | None]:
+        wanted = {self._log_group_name(f) for f in functions}
+        found: dict[str, m.LogGroup] = {}
+        prefixes = (
+            {DEFAULT_LOG_PREFIX} if any(w.startswith(DEFAULT_LOG_PREFIX) for w in wanted) else set()
+        )
+        prefixes |= {w for w in wanted if not w.startswith(DEFAULT_LOG_PREFIX)}
+        try:
+            for prefix in sorted(prefixes):
+                groups = await ctx.api.all_items(
+                    "logs", "describe_log_groups", "logGroups", logGroupNamePrefix=prefix
+                )
+                for g in groups:
+                    name = g.get("logGroupName", "")
+                    if name in wanted:
+                        found[name] = m.LogGroup(
+                            name=name,
+                            arn=str(g.get("arn") or g.get("logGroupArn") or ""),
+                            retention_days=g.get("retentionInDays"),
+                        )
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            return {}, err.code
+        return found, None
+
+    async def _subnets(
+        self, ctx: CollectContext, subnet_ids: list[str]
+    ) -> tuple[dict[str, str], str | None]:
+        azs: dict[str, str] = {}
+        try:
+            for i in range(0, len(subnet_ids), 200):
+                chunk = subnet_ids[i : i + 200]
+                subnets = await ctx.api.all_items(
+                    "ec2",
+                    "describe_subnets",
+                    "Subnets",
+                    Filters=[{"Name": "subnet-id", "Values": chunk}],
+                )
+                for s in subnets:
+                    azs[s["SubnetId"]] = s.get("AvailabilityZone", "")
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            return {}, err.code
+        return azs, None
+
+    async def _stage_acls(
+        self, ctx: CollectContext, shared: _RegionData, api_id: str
+    ) -> tuple[bool, dict[str, str | None]] | str:
+        if api_id not in shared.stages:
+            try:
+                resp = await ctx.api.call("apigateway", "get_stages", restApiId=api_id)
+                shared.stages[api_id] = (
+                    True,
+                    {s["stageName"]: s.get("webAclArn") for s in resp.get("item", [])},
+                )
+            except AwsError as err:
+                if err.kind is ErrorKind.NOT_FOUND:
+                    shared.stages[api_id] = (False, {})
+                elif err.kind.retryable:
+                    raise
+                else:
+                    shared.stages[api_id] = err.code
+        return shared.stages[api_id]
+
+    async def _signing_action(
+        self, ctx: CollectContext, shared: _RegionData, csc_arn: str
+    ) -> tuple[str | None, str | None]:
+        if csc_arn not in shared.signing and csc_arn not in shared.signing_errors:
+            try:
+                resp = await absent_if_not_found(
+                    ctx.api.call("lambda", "get_code_signing_config", CodeSigningConfigArn=csc_arn)
+                )
+                policies = ((resp or {}).get("CodeSigningConfig") or {}).get(
+                    "CodeSigningPolicies"
+                ) or {}
+                shared.signing[csc_arn] = policies.get("UntrustedArtifactOnDeployment")
+            except AwsError as err:
+                if err.kind.retryable:
+                    raise
+                shared.signing_errors[csc_arn] = err.code
+        return shared.signing.get(csc_arn), shared.signing_errors.get(csc_arn)
+
+    @staticmethod
+    def _log_group_name(raw: dict[str, Any]) -> str:
+        logging_config = raw.get("LoggingConfig") or {}
+        return str(
+            logging_config.get("LogGroup") or f"{DEFAULT_LOG_PREFIX}{raw.get('FunctionName', '')}"
+        )
+
+    # --- one function ---------------------------------------------------------------------------
+
+    async def _function(
+        self,
+        ctx: CollectContext,
+        raw: dict[str, Any],
+        versions: dict[str, list[m.PublishedVersion]],
+        shared: _RegionData,
+    ) -> m.LambdaFunction | None:
+        arn = str(raw.get("FunctionArn", ""))
+        errors = AspectErrors()
+        d = await self._details(ctx, arn, str(raw.get("FunctionName", "")), shared, errors)
+        if d is None:
+            return None  # deleted since it was listed
+
+        role_arn = str(raw.get("Role", ""))
+        role_result = await self.roles.role(ctx.global_api, role_arn)
+        if role_result.error:
+            errors.fail(m.ASPECT_ROLE, role_result.error)
+
+        log_group_name = self._log_group_name(raw)
+        if shared.log_groups_error:
+            errors.fail(m.ASPECT_LOG_GROUP, shared.log_groups_error)
+
+        vpc = raw.get("VpcConfig") or {}
+        subnet_ids = tuple(vpc.get("SubnetIds") or ())
+        vpc_azs: frozenset[str] | None = None
+        if subnet_ids and shared.subnets_error:
+            errors.fail(m.ASPECT_SUBNETS, shared.subnets_error)
+        elif subnet_ids:
+            vpc_azs = frozenset(shared.subnet_azs[s] for s in subnet_ids if s in shared.subnet_azs)
+
+        env_vars, env_error = _env_vars(raw)
+        if env_error:
+            errors.fail(m.ASPECT_ENV, env_error)
+        layer_refs = tuple(_layer_ref(layer) for layer in raw.get("Layers") or [])
+        own = ctx.target.account_id
+        return m.LambdaFunction(
+            arn=arn,
+            name=str(raw.get("FunctionName", "")),
+            account_id=own,
+            region=ctx.target.region,
+            runtime=raw.get("Runtime"),
+            package_type=str(raw.get("PackageType") or "Zip"),
+            handler=raw.get("Handler"),
+            role_arn=role_arn,
+            memory_mb=raw.get("MemorySize"),
+            timeout_s=raw.get("Timeout"),
+            code_sha256=str(raw.get("CodeSha256", "")),
+            last_modified=parse_timestamp(raw.get("LastModified")),
+            revision_id=raw.get("RevisionId"),
+            env_vars=env_vars,
+            env_kms_key_arn=raw.get("KMSKeyArn") or None,
+            vpc_subnet_ids=subnet_ids,
+            vpc_security_group_ids=tuple(vpc.get("SecurityGroupIds") or ()),
+            vpc_azs=vpc_azs,
+            layers=layer_refs,
+            missing_layers=tuple(
+                r.arn
+                for r in layer_refs
+                if r.account_id == own and r.arn not in shared.layer_versions
+            ),
+            tracing_mode=(raw.get("TracingConfig") or {}).get("Mode"),
+            dead_letter_target=(raw.get("DeadLetterConfig") or {}).get("TargetArn") or None,
+            on_failure_destination=d.on_failure,
+            reserved_concurrency=d.reserved,
+            tags=frozen_tags(d.tags),
+            policy=d.policy,
+            url_auth_type=d.url_auth_type,
+            aliases=d.aliases,
+            versions=tuple(sorted(versions.get(arn, []), key=_version_key)),
+            code_signing_config_arn=d.csc_arn,
+            untrusted_artifact_action=d.untrusted_action,
+            role=role_result.role,
+            log_group_name=log_group_name,
+            log_group=shared.log_groups.get(log_group_name),
+            web_stages=await self._web_stages(ctx, shared, d.policy, errors),
+            errors=frozen_errors(errors.errors),
+        )
+
+    async def _details(
+        self, ctx: CollectContext, arn: str, name: str, shared: _RegionData, errors: AspectErrors
+    ) -> _Details | None:
+        """The per-function calls beyond ListFunctions. None if the function is gone.
+
+        Calls name the function by name (unambiguous within the target's account and region).
+        """
+        api = ctx.api
+        try:
+            detail = await api.call("lambda", "get_function", FunctionName=name)
+        except AwsError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                return None
+            if err.kind.retryable:
+                raise
+            errors.fail(m.ASPECT_FUNCTION, err.code)
+            detail = {}
+        detail.pop("Code", None)  # a presigned URL: never kept
+
+        policy_resp = await errors.fetch(
+            m.ASPECT_POLICY, api.call("lambda", "get_policy", FunctionName=name)
+        )
+        policy, problem = _parse_policy_text(policy_resp.get("Policy") if policy_resp else None)
+        if problem:
+            errors.fail(m.ASPECT_POLICY, "MalformedPolicy")
+            ctx.issue(arn, m.ASPECT_POLICY, problem)
+
+        url = await errors.fetch(
+            m.ASPECT_URL, api.call("lambda", "get_function_url_config", FunctionName=name)
+        )
+        aliases = await errors.fetch(
+            m.ASPECT_ALIASES, api.all_items("lambda", "list_aliases", "Aliases", FunctionName=name)
+        )
+        csc = await errors.fetch(
+            m.ASPECT_CODE_SIGNING,
+            api.call("lambda", "get_function_code_signing_config", FunctionName=name),
+        )
+        csc_arn = (csc or {}).get("CodeSigningConfigArn") or None
+        untrusted_action = None
+        if csc_arn:
+            untrusted_action, signing_error = await self._signing_action(ctx, shared, csc_arn)
+            if signing_error:
+                errors.fail(m.ASPECT_CODE_SIGNING, signing_error)
+        invoke = await errors.fetch(
+            m.ASPECT_INVOKE_CONFIG,
+            api.call("lambda", "get_function_event_invoke_config", FunctionName=name),
+        )
+        on_failure = ((invoke or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
+        return _Details(
+            tags=detail.get("Tags") or {},
+            reserved=(detail.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
+            policy=policy,
+            url_auth_type=(url or {}).get("AuthType"),
+            aliases=tuple(
+                m.Alias(str(a.get("Name")), str(a.get("FunctionVersion"))) for a in aliases or []
+            ),
+            csc_arn=csc_arn,
+            untrusted_action=untrusted_action,
+            on_failure=on_failure.get("Destination") or None,
+        )
+
+    async def _web_stages(
+        self,
+        ctx: CollectContext,
+        shared: _RegionData,
+        policy: PolicyDocument | None,
+        errors: AspectErrors,
+    ) -> tuple[m.ApiStage, ...]:
+        if policy is None:
+            return ()
+        out: list[m.ApiStage] = []
+        for api_id, stage in sorted(
+            _api_stage_refs(policy, ctx.target.account_id, ctx.target.region)
+        ):
+            acls = await self._stage_acls(ctx, shared, api_id)
+            if isinstance(acls, str):
+                errors.fail(m.ASPECT_WEB, acls)
+                continue
+            found, by_stage = acls
+            if not found:
+                out.append(m.ApiStage(api_id, stage, None, found=False))
+                continue
+            names: Iterable[str] = by_stage if stage == "*" else [stage]
+            out.extend(m.ApiStage(api_id, s, by_stage.get(s)) for s in names if s in by_stage)
+        return tuple(out)
+
+
+def _version_key(v: m.PublishedVersion) -> tuple[int, str]:
+    return (int(v.version), v.version) if v.version.isdigit() else (0, v.version)

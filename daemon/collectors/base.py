@@ -1,0 +1,137 @@
+"""What every collector shares: its context, the call policy, and the operation catalogue.
+
+The call policy, in one place:
+- "not found" is an answer (no policy, no URL): the value is None;
+- denied, unsupported or rejected calls make that *aspect* of the resource unknown: the error is
+  recorded on the resource and the controls that need it report `error`;
+- throttling, 5xx, timeouts and expired credentials fail the whole target, so the reconciler backs
+  off and keeps the last known results instead of publishing a half-seen estate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from daemon.aws.api import AwsApi
+from daemon.aws.errors import AwsError, ErrorKind
+from daemon.model import CollectionIssue, Snapshot, Target
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """An AWS operation a collector calls, with the IAM action it needs."""
+
+    service: str  # botocore service name
+    operation: str  # wire name, as in posture_aws_api_requests_total{operation}
+    iam_action: str
+    optional: bool = False  # only with an opt-in feature
+
+
+@dataclass
+class CollectContext:
+    """One reconcile's view of AWS: the target's regional API and the account's global one."""
+
+    target: Target
+    api: AwsApi  # the target's account and region
+    global_api: AwsApi  # the target's account, in the region used for global services (IAM)
+    now: dt.datetime
+    concurrency: int = 8
+    issues: list[CollectionIssue] = field(default_factory=list)
+
+    def issue(self, resource: str, aspect: str, message: str) -> None:
+        """Odd data that did not stop the sweep; the reconciler logs each distinct one once."""
+        self.issues.append(CollectionIssue(resource, aspect, message))
+
+    async def gather(self, items: Iterable[T], fn: Callable[[T], Awaitable[Any]]) -> list[Any]:
+        """Run fn over items, `concurrency` at a time; the first failure cancels the rest."""
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: T) -> Any:
+            async with sem:
+                return await fn(item)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(item)) for item in items]
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        return [t.result() for t in tasks]
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure in a task group (so callers see an AwsError, not a group)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group
+
+
+class AspectErrors:
+    """Collects the per-aspect errors of one resource."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    async def fetch(self, aspect: str, call: Awaitable[T]) -> T | None:
+        """Await an AWS call for one aspect; None for "not found" or for a recorded error."""
+        try:
+            return await call
+        except AwsError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                return None
+            if err.kind.retryable:
+                raise
+            self.errors[aspect] = err.code
+            return None
+
+    def fail(self, aspect: str, code: str) -> None:
+        self.errors[aspect] = code
+
+
+async def absent_if_not_found(call: Awaitable[T]) -> T | None:
+    """Await a call whose "not found" answer means the thing is absent; other errors propagate."""
+    try:
+        return await call
+    except AwsError as err:
+        if err.kind is ErrorKind.NOT_FOUND:
+            return None
+        raise
+
+
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    """AWS timestamps come as datetimes or as ISO strings in several spellings."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    text = str(value).strip()
+    try:
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        # "2019-10-25T14:21:12.520+0000" -> "+00:00"; nanoseconds -> microseconds
+        if len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():
+            text = text[:-2] + ":" + text[-2:]
+        if "." in text:
+            head, _, rest = text.partition(".")
+            digits = "".join(ch for ch in rest if ch.isdigit())
+            tz = rest[len(digits) :]
+            text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+class Collector(Protocol):
+    service: str
+    operations: tuple[Operation, ...]
+
+    async def collect(self, ctx: CollectContext) -> Snapshot: ...

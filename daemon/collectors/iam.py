@@ -1,0 +1,103 @@
+"""Execution roles and their policies (IAM is global: shared by every region of an account).
+
+Roles are cached per account for a short time so the regions of one account, and the many
+functions that share a role, read it once. A managed policy version is immutable, so its document
+is cached until the policy's default version changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from daemon.aws.api import AwsApi
+from daemon.aws.errors import AwsError, ErrorKind
+from daemon.collectors.base import Operation
+from daemon.model.awslambda import ExecutionRole, InlinePolicy, ManagedPolicy
+from daemon.model.iampolicy import PolicyParseError, parse_policy
+
+OPERATIONS = (
+    Operation("iam", "GetRole", "iam:GetRole"),
+    Operation("iam", "ListAttachedRolePolicies", "iam:ListAttachedRolePolicies"),
+    Operation("iam", "ListRolePolicies", "iam:ListRolePolicies"),
+    Operation("iam", "GetRolePolicy", "iam:GetRolePolicy"),
+    Operation("iam", "GetPolicy", "iam:GetPolicy"),
+    Operation("iam", "GetPolicyVersion", "iam:GetPolicyVersion"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleResult:
+    role: ExecutionRole | None  # None: the role does not exist
+    error: str | None = None  # an error code when the role could not be read
+
+
+class RoleReader:
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._roles: dict[tuple[str, str], tuple[float, RoleResult]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[RoleResult]] = {}
+        self._documents: dict[tuple[str, str, str], ManagedPolicy] = {}
+
+    async def role(self, api: AwsApi, role_arn: str) -> RoleResult:
+        key = (api.account_id, role_arn)
+        cached = self._roles.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._read(api, role_arn))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        result = await asyncio.shield(task)
+        self._roles[key] = (time.monotonic(), result)
+        return result
+
+    async def _read(self, api: AwsApi, role_arn: str) -> RoleResult:
+        name = role_arn.rsplit("/", 1)[-1]
+        try:
+            await api.call("iam", "get_role", RoleName=name)
+        except AwsError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                return RoleResult(None)
+            if err.kind.retryable:
+                raise
+            return RoleResult(None, err.code)
+        try:
+            attached = await api.all_items(
+                "iam", "list_attached_role_policies", "AttachedPolicies", RoleName=name
+            )
+            inline_names = await api.all_items(
+                "iam", "list_role_policies", "PolicyNames", RoleName=name
+            )
+            managed = [await self._managed(api, p["PolicyArn"], p["PolicyName"]) for p in attached]
+            inline = [await self._inline(api, name, pname) for pname in inline_names]
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            return RoleResult(None, err.code)
+        return RoleResult(ExecutionRole(role_arn, name, tuple(managed), tuple(inline)))
+
+    async def _managed(self, api: AwsApi, arn: str, name: str) -> ManagedPolicy:
+        meta = await api.call("iam", "get_policy", PolicyArn=arn)
+        version = meta["Policy"]["DefaultVersionId"]
+        key = (api.account_id if ":aws:policy/" not in arn else "aws", arn, version)
+        cached = self._documents.get(key)
+        if cached is not None:
+            return cached
+        resp = await api.call("iam", "get_policy_version", PolicyArn=arn, VersionId=version)
+        document = resp["PolicyVersion"].get("Document") or ""
+        try:
+            policy = ManagedPolicy(arn, name, parse_policy(document))
+        except PolicyParseError as exc:
+            policy = ManagedPolicy(arn, name, None, str(exc))
+        self._documents[key] = policy
+        return policy
+
+    async def _inline(self, api: AwsApi, role: str, name: str) -> InlinePolicy:
+        resp = await api.call("iam", "get_role_policy", RoleName=role, PolicyName=name)
+        try:
+            return InlinePolicy(name, parse_policy(resp.get("PolicyDocument") or ""))
+        except PolicyParseError as exc:
+            return InlinePolicy(name, None, str(exc))
