@@ -1,0 +1,119 @@
+"""The composition root: builds the daemon's parts and runs them until a signal stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Mapping
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from daemon import __version__
+from daemon.aws.api import AwsGateway
+from daemon.collectors.base import Collector
+from daemon.collectors.registry import build_collectors, declared_operations
+from daemon.config import Settings
+from daemon.controls.registry import all_controls
+from daemon.metrics.collector import StateCollector
+from daemon.metrics.health import HealthMetrics
+from daemon.policy.compiled import Policy
+from daemon.policy.watch import PolicyHolder
+from daemon.reconciler.reconciler import Clock, Outcome, Reconciler, utcnow
+from daemon.server import Heartbeat, HttpServer, build_app
+from daemon.state import StateStore
+
+log = structlog.get_logger("posture.daemon")
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        *,
+        collectors: Mapping[str, Collector] | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.metrics = HealthMetrics(self.registry)
+        self.store = StateStore()
+        self.gateway = AwsGateway(settings.aws, self.metrics)
+        self.policy = PolicyHolder(settings.policy_file, policy, self.metrics)
+        self.reconciler = Reconciler(
+            settings,
+            self.policy,
+            self.gateway,
+            self.store,
+            self.metrics,
+            collectors if collectors is not None else build_collectors(settings),
+            clock=clock,
+        )
+        self.policy.on_change = self.reconciler.policy_changed
+        self.registry.register(StateCollector(self.store, settings.metrics, dict(all_controls())))
+        self.metrics.build_info.info({"version": __version__, "revision": settings.build_revision})
+        ops = declared_operations()
+        self.metrics.zero_initialise(
+            policy.document.scope.services, [(op.service, op.operation) for op in ops]
+        )
+        self.heartbeat = Heartbeat()
+        self.http = HttpServer(settings.http, build_app(self.registry, self.heartbeat, self.ready))
+        self.stop = asyncio.Event()
+        self._signals = 0
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.reconciler.discovered.is_set():
+            return False, "discovering targets"
+        pending = self.store.pending_first_sweep()
+        if pending:
+            return False, f"{pending} target(s) have not finished a first sweep"
+        return True, f"ready: {len(self.reconciler.targets)} target(s)"
+
+    def _on_stop_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second stop signal: exiting now", signal=signal.Signals(signum).name)
+            os._exit(1)
+        log.info("stop signal received", signal=signal.Signals(signum).name)
+        self.stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.policy.reload, "SIGHUP")
+
+    async def run(self, *, signals: bool = True) -> None:
+        """Serve HTTP and reconcile until `stop` is set (by a signal or by the caller)."""
+        if signals:
+            self.install_signal_handlers()
+        await self.http.start()
+        log.info(
+            "posture-daemon started",
+            version=__version__,
+            http_port=self.http.port,
+            policy=self.policy.current.source,
+            policy_digest=self.policy.current.digest,
+            shard=self.settings.shard.resolved_index,
+            shards=self.settings.shard.count,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.heartbeat.run(self.stop))
+                tg.create_task(
+                    self.policy.watch(self.settings.reconciler.policy_poll_seconds, self.stop)
+                )
+                tg.create_task(self.reconciler.run(self.stop))
+        finally:
+            await self.http.stop()
+            await self.gateway.close()
+            log.info("posture-daemon stopped")
+
+    async def check(self) -> list[Outcome]:
+        """One sweep over every target, for `posture-daemon check`."""
+        try:
+            return await self.reconciler.sweep_once()
+        finally:
+            await self.gateway.close()

@@ -1,0 +1,322 @@
+"""The reconciler: discover targets, queue them, and reconcile each on its interval.
+
+reconcile(target) = collect (I/O) -> evaluate (pure) -> publish (atomic swap in the state store).
+Level-triggered: every reconcile compares the full desired state with the full actual state.
+Success requeues the target after its jittered interval; failure keeps the last published result,
+marks the target down and requeues it with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from daemon.aws.api import AwsGateway
+from daemon.aws.errors import AwsError, ErrorKind
+from daemon.collectors.base import CollectContext, Collector
+from daemon.config import Settings
+from daemon.controls.engine import evaluate
+from daemon.metrics.health import HealthMetrics
+from daemon.model import Target
+from daemon.policy.compiled import Policy
+from daemon.policy.watch import PolicyHolder
+from daemon.reconciler.queue import Backoff, WorkQueue
+from daemon.reconciler.targets import Discovery, TargetSource
+from daemon.state import StateStore, TargetResult
+
+log = structlog.get_logger("posture.reconciler")
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    target: Target
+    result: TargetResult | None
+    error: str | None = None
+
+
+class _SeenOnce:
+    """Remembers recent messages so repeated data problems are logged once, not every sweep."""
+
+    def __init__(self, size: int = 10000) -> None:
+        self._seen: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        self._size = size
+
+    def first_time(self, key: tuple[str, ...]) -> bool:
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(error code, kind) for logs and health: AWS codes, timeouts and bugs alike."""
+    if isinstance(exc, AwsError):
+        return exc.code, exc.kind.value
+    if isinstance(exc, TimeoutError):
+        return "Timeout", ErrorKind.TRANSIENT.value
+    return type(exc).__name__, "internal"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: PolicyHolder,
+        gateway: AwsGateway,
+        store: StateStore,
+        metrics: HealthMetrics,
+        collectors: Mapping[str, Collector],
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.gateway = gateway
+        self.store = store
+        self.metrics = metrics
+        self.collectors = dict(collectors)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        rs = settings.reconciler
+        self.queue: WorkQueue[Target] = WorkQueue(
+            Backoff(rs.backoff_base_seconds, rs.backoff_max_seconds, rng=self.rng)
+        )
+        self.source = TargetSource(gateway, settings.shard, metrics)
+        self.targets: frozenset[Target] = frozenset()
+        self.discovered = asyncio.Event()
+        self._rediscover = asyncio.Event()
+        self._active = 0
+        self._seen = _SeenOnce()
+        self._account_up: dict[str, bool] = {}
+        self._account_names: dict[str, str] = {}
+        metrics.workers_max.set(rs.workers)
+        metrics.shard_ordinal.set(settings.shard.resolved_index)
+        metrics.total_shards.set(settings.shard.count)
+
+    # --- targets ----------------------------------------------------------------------------------
+    def policy_changed(self, old: Policy, new: Policy) -> None:
+        """A new policy applies from the next reconcile; a new scope means a new discovery."""
+        if old.document.scope != new.document.scope:
+            self._rediscover.set()
+
+    def apply_discovery(self, found: Discovery) -> None:
+        added = found.targets - self.targets
+        removed = self.targets - found.targets
+        self.targets = found.targets
+        self.store.set_targets(found.targets)
+        for target in removed:
+            self.queue.remove(target)
+        for target in sorted(added):
+            self.queue.add(target)
+        self._account_names = dict(found.account_names)
+        self._account_up = {
+            a: self._account_up.get(a, True) and ok for a, ok in found.account_up.items()
+        }
+        self._publish_accounts()
+        for service in self.policy.current.document.scope.services:
+            self.metrics.targets.labels(service).set(
+                sum(1 for t in found.targets if t.service == service)
+            )
+        if added or removed:
+            log.info(
+                "targets changed",
+                targets=len(found.targets),
+                added=len(added),
+                removed=len(removed),
+            )
+        self.discovered.set()
+
+    def _publish_accounts(self) -> None:
+        self.store.set_accounts(self._account_names, self._account_up)
+
+    async def refresh_targets(self) -> None:
+        try:
+            found = await self.source.discover(self.policy.current)
+        except Exception as exc:  # discovery must not kill the daemon
+            code, kind = describe_error(exc)
+            log.error(
+                "target discovery failed",
+                error_code=code,
+                error_kind=kind,
+                exc_info=kind == "internal",
+            )
+            return
+        self.apply_discovery(found)
+
+    async def _discovery_loop(self, stop: asyncio.Event) -> None:
+        interval = self.settings.reconciler.discovery_interval_seconds
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rediscover.wait(), timeout=interval)
+            self._rediscover.clear()
+            if not stop.is_set():
+                await self.refresh_targets()
+
+    # --- one target -------------------------------------------------------------------------------
+    async def reconcile(self, target: Target) -> TargetResult:
+        """Collect, evaluate and publish one target. Raises on failure (nothing is published)."""
+        collector = self.collectors[target.service]
+        policy = self.policy.current
+        now = self.clock()
+        settings = self.settings
+        ctx = CollectContext(
+            target=target,
+            api=self.gateway.api(target.account_id, target.region),
+            global_api=self.gateway.api(target.account_id, settings.aws.region),
+            now=now,
+            concurrency=settings.reconciler.per_target_concurrency,
+        )
+        async with asyncio.timeout(settings.reconciler.target_timeout_seconds):
+            snapshot = await collector.collect(ctx)
+        evaluation = evaluate(snapshot, policy, now)
+        for issue in ctx.issues:
+            if self._seen.first_time(("issue", issue.resource, issue.aspect, issue.message)):
+                log.warning(
+                    "odd data from AWS",
+                    resource=issue.resource,
+                    aspect=issue.aspect,
+                    problem=issue.message,
+                )
+        for problem in evaluation.problems:
+            if self._seen.first_time(("problem", problem)):
+                log.error("control raised an exception", problem=problem)
+        result = TargetResult.build(
+            target, now, evaluation.findings, evaluation.controls, snapshot.resource_counts()
+        )
+        self.store.publish(result, time.time())
+        return result
+
+    async def _reconcile_tracked(self, target: Target) -> Outcome:
+        service = target.service
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(
+            target=target.key,
+            aws_account_id=target.account_id,
+            aws_region=target.region,
+            aws_service=target.service,
+        ):
+            try:
+                result = await self.reconcile(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                code, kind = describe_error(exc)
+                health = self.store.record_failure(target, code, time.time())
+                self.metrics.reconciles.labels(service, "failure").inc()
+                if isinstance(exc, AwsError) and exc.operation == "AssumeRole":
+                    self._account_up[target.account_id] = False
+                    self._publish_accounts()
+                log.error(
+                    "reconcile failed; keeping the last known state",
+                    error_code=code,
+                    error_kind=kind,
+                    operation=getattr(exc, "operation", None),
+                    consecutive_failures=health.consecutive_failures,
+                    exc_info=kind == "internal",
+                )
+                return Outcome(target, None, code)
+            finally:
+                self.metrics.reconcile_duration.labels(service).observe(time.monotonic() - started)
+            self.metrics.reconciles.labels(service, "success").inc()
+            if not self._account_up.get(target.account_id, True):
+                self._account_up[target.account_id] = True
+                self._publish_accounts()
+            violations = sum(result.violations.values())
+            log.info(
+                "reconciled",
+                resources=sum(result.resources.values()),
+                findings=len(result.findings),
+                violations=violations,
+                duration_s=round(time.monotonic() - started, 3),
+            )
+            return Outcome(target, result)
+
+    # --- the long-running loop ------------------------------------------------------------------
+    def _next_interval(self) -> float:
+        rs = self.settings.reconciler
+        return rs.interval_seconds * (1 + self.rng.uniform(-rs.jitter_fraction, rs.jitter_fraction))
+
+    async def _worker(self) -> None:
+        while True:
+            target = await self.queue.get()
+            if target is None:
+                return
+            self._active += 1
+            self.metrics.workers_active.set(self._active)
+            try:
+                if target not in self.targets:
+                    continue  # unassigned while it waited
+                outcome = await self._reconcile_tracked(target)
+                if target not in self.targets:
+                    continue
+                if outcome.error is None:
+                    self.queue.forget(target)
+                    self.queue.add_after(target, self._next_interval())
+                else:
+                    delay = self.queue.add_rate_limited(target)
+                    log.info("backing off", target=target.key, retry_in_s=round(delay, 1))
+            finally:
+                self._active -= 1
+                self.metrics.workers_active.set(self._active)
+                self.queue.done(target)
+
+    async def _gauges(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.metrics.queue_depth.set(self.queue.depth)
+            self.metrics.queue_longest_wait.set(self.queue.longest_wait())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until stop is set; then finish in-flight reconciles within the grace period."""
+        await self.refresh_targets()
+        workers = [
+            asyncio.create_task(self._worker(), name=f"worker-{i}")
+            for i in range(self.settings.reconciler.workers)
+        ]
+        helpers = [
+            asyncio.create_task(self._discovery_loop(stop), name="discovery"),
+            asyncio.create_task(self._gauges(stop), name="queue-gauges"),
+        ]
+        await stop.wait()
+        self.queue.shutdown()
+        grace = self.settings.reconciler.shutdown_grace_seconds
+        busy = self._active
+        log.info("stopping", in_flight=busy, grace_s=grace)
+        _, pending = await asyncio.wait(workers, timeout=grace)
+        for task in (*pending, *helpers):
+            task.cancel()
+        await asyncio.gather(*workers, *helpers, return_exceptions=True)
+        if pending:
+            log.warning(
+                "cancelled reconciles still running after the grace period", cancelled=len(pending)
+            )
+
+    # --- one sweep (posture-daemon check) -------------------------------------------------
+    async def sweep_once(self) -> list[Outcome]:
+        """Discover, reconcile every target once (bounded concurrency), and return the outcomes."""
+        await self.refresh_targets()
+        sem = asyncio.Semaphore(self.settings.reconciler.workers)
+
+        async def one(target: Target) -> Outcome:
+            async with sem:
+                return await self._reconcile_tracked(target)
+
+        return list(await asyncio.gather(*(one(t) for t in sorted(self.targets))))

@@ -1,0 +1,92 @@
+"""HTTP endpoints: /metrics, /livez, /readyz.
+
+The exposition is rendered in a worker thread from immutable state, so a large scrape never stalls
+the event loop; /livez is answered by the event loop itself and also checks that a heartbeat task
+has run recently, so a starved or blocked loop fails the probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from daemon.config import HttpSettings
+
+HEARTBEAT_SECONDS = 1.0
+LIVENESS_LAG_SECONDS = 10.0
+
+
+class Heartbeat:
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.last = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+
+    @property
+    def lag(self) -> float:
+        return time.monotonic() - self.last
+
+
+ReadyCheck = Callable[[], tuple[bool, str]]
+
+
+def build_app(
+    registry: CollectorRegistry, heartbeat: Heartbeat, ready: ReadyCheck
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(None, encoder, registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def livez(_request: web.Request) -> web.Response:
+        lag = heartbeat.lag
+        if lag > LIVENESS_LAG_SECONDS:
+            return web.Response(status=503, text=f"event loop stalled for {lag:.1f}s\n")
+        return web.Response(text="ok\n")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ok, detail = ready()
+        return web.Response(status=200 if ok else 503, text=detail + "\n")
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(text="posture-daemon: /metrics /livez /readyz\n")
+
+    app = web.Application(client_max_size=1024)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", index)
+    return app
+
+
+class HttpServer:
+    def __init__(self, settings: HttpSettings, app: web.Application) -> None:
+        self.settings = settings
+        self.app = app
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,164 @@
+"""The latest result and health of every target, swapped atomically.
+
+Writers (the reconciler, on the event loop) replace whole immutable objects; readers (the metrics
+collector, in the scrape thread) take a `view()` — a consistent set of references — and never see
+a half-written state. A target's result is replaced by its next successful sweep (so deleted
+resources disappear), kept when a sweep fails (so nothing flips to compliant), and dropped when the
+target is no longer assigned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from daemon.model import Finding, Severity, Status, Target
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceViolation:
+    control: str
+    severity: Severity
+    resource: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """One successful sweep of a target, with its metric aggregates computed once."""
+
+    target: Target
+    evaluated_at: dt.datetime
+    findings: tuple[Finding, ...]
+    violations: Mapping[tuple[str, Severity], int]
+    evaluated: Mapping[str, int]
+    errors: Mapping[str, int]
+    exemptions: Mapping[tuple[str, str], int]
+    resources: Mapping[str, int]
+    resource_violations: tuple[ResourceViolation, ...]  # most severe first
+
+    @classmethod
+    def build(
+        cls,
+        target: Target,
+        evaluated_at: dt.datetime,
+        findings: Iterable[Finding],
+        controls: Iterable[tuple[str, Severity]],
+        resources: Mapping[str, int],
+    ) -> TargetResult:
+        findings = tuple(findings)
+        violations: Counter[tuple[str, Severity]] = Counter(dict.fromkeys(controls, 0))
+        evaluated: Counter[str] = Counter({control: 0 for control, _ in violations})
+        errors: Counter[str] = Counter({control: 0 for control, _ in violations})
+        exemptions: Counter[tuple[str, str]] = Counter()
+        per_resource: list[ResourceViolation] = []
+        for f in findings:
+            if f.status is Status.ERROR:
+                errors[f.control] += 1
+                continue
+            evaluated[f.control] += 1
+            if f.status is not Status.FAIL:
+                continue
+            violations.setdefault((f.control, f.severity), 0)
+            if f.exempted:
+                exemptions[(f.control, "active")] += 1
+                continue
+            if f.exemption_expired:
+                exemptions[(f.control, "expired")] += 1
+            violations[(f.control, f.severity)] += 1
+            per_resource.append(ResourceViolation(f.control, f.severity, f.resource))
+        per_resource.sort(key=lambda v: (-v.severity.rank, v.control, v.resource))
+        return cls(
+            target=target,
+            evaluated_at=evaluated_at,
+            findings=findings,
+            violations=MappingProxyType(dict(violations)),
+            evaluated=MappingProxyType(dict(evaluated)),
+            errors=MappingProxyType(dict(errors)),
+            exemptions=MappingProxyType(dict(exemptions)),
+            resources=MappingProxyType(dict(resources)),
+            resource_violations=tuple(per_resource),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHealth:
+    up: bool = False
+    attempted: bool = False  # finished (or failed) at least one reconcile
+    last_success: float = 0.0  # unix time
+    last_attempt: float = 0.0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    results: Mapping[Target, TargetResult]
+    health: Mapping[Target, TargetHealth]
+    account_names: Mapping[str, str]
+    account_up: Mapping[str, bool]
+    targets: frozenset[Target] = field(default_factory=frozenset)
+
+
+class StateStore:
+    def __init__(self) -> None:
+        self._view = StoreView(
+            results=MappingProxyType({}),
+            health=MappingProxyType({}),
+            account_names=MappingProxyType({}),
+            account_up=MappingProxyType({}),
+        )
+
+    def view(self) -> StoreView:
+        return self._view
+
+    def _swap(self, **changes: object) -> None:
+        self._view = replace(self._view, **changes)  # type: ignore[arg-type]
+
+    def set_targets(self, targets: Iterable[Target]) -> None:
+        """Assign the targets; results and health of unassigned ones are dropped."""
+        wanted = frozenset(targets)
+        v = self._view
+        self._swap(
+            targets=wanted,
+            results=MappingProxyType({t: r for t, r in v.results.items() if t in wanted}),
+            health=MappingProxyType({t: v.health.get(t, TargetHealth()) for t in sorted(wanted)}),
+        )
+
+    def set_accounts(self, names: Mapping[str, str], up: Mapping[str, bool]) -> None:
+        self._swap(
+            account_names=MappingProxyType(dict(names)), account_up=MappingProxyType(dict(up))
+        )
+
+    def publish(self, result: TargetResult, at: float) -> None:
+        v = self._view
+        if result.target not in v.targets:
+            return  # unassigned while it was being reconciled
+        health = TargetHealth(up=True, attempted=True, last_success=at, last_attempt=at)
+        self._swap(
+            results=MappingProxyType({**v.results, result.target: result}),
+            health=MappingProxyType({**v.health, result.target: health}),
+        )
+
+    def record_failure(self, target: Target, error: str, at: float) -> TargetHealth:
+        """A failed reconcile: the last result stays, the target shows down."""
+        v = self._view
+        old = v.health.get(target, TargetHealth())
+        health = replace(
+            old,
+            up=False,
+            attempted=True,
+            last_attempt=at,
+            consecutive_failures=old.consecutive_failures + 1,
+            last_error=error,
+        )
+        if target in v.targets:
+            self._swap(health=MappingProxyType({**v.health, target: health}))
+        return health
+
+    def pending_first_sweep(self) -> int:
+        """Assigned targets that have not yet finished (or failed) a first reconcile."""
+        v = self._view
+        return sum(1 for t in v.targets if not v.health.get(t, TargetHealth()).attempted)
