@@ -1,0 +1,485 @@
+"""The demo estate: compliant and non-compliant Lambda functions in several accounts and regions,
+seeded through the real AWS APIs of an AWS-compatible endpoint (the embedded moto server).
+
+Each function spec says, by hand, which controls it is meant to violate, so tests can check that
+the daemon finds exactly the seeded violations (`expected_violations`). Member accounts are seeded
+through AssumeRole, the way the daemon reaches them.
+
+What moto 5 cannot represent (kept out of the estate, covered by unit tests instead):
+- layers from another account (moto swaps a foreign layer ARN for the caller's own layer);
+- dead-letter queues (DeadLetterConfig is dropped), so async failure capture uses destinations;
+- a custom log group in LoggingConfig (not returned), so functions log to /aws/lambda/NAME;
+- function URL permissions (moto stores FunctionUrlAuthType outside the Condition block).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiobotocore.session import AioSession, get_session
+
+PRIMARY = "us-east-1"
+SECONDARY = "eu-west-1"
+DEMO_REGIONS = (PRIMARY, SECONDARY)
+MANAGEMENT_ACCOUNT = "123456789012"  # moto's default account: the daemon's own ("hub") account
+ROLE_NAME = "PostureDaemonReader"
+
+# Values seeded as plaintext secrets: they must never appear in any output of the daemon.
+SEEDED_SECRETS = ("hunter2-demo-password", "sk_live_51DemoKeyDoNotUse0123456789abcd")
+
+RolePolicy = Literal["scoped", "admin_managed", "wildcard_inline", "no_logs", "shared"]
+Permission = Literal["api:orders", "api:legacy", "public", "s3-unscoped", "s3-scoped"]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    violates: frozenset[str] = frozenset()
+    regions: Literal["all", "primary"] = "primary"
+    runtime: str = "python3.12"
+    timeout: int = 30
+    memory: int = 512
+    env: dict[str, str] = field(default_factory=lambda: {"TABLE_NAME": "orders"})
+    kms: bool = True
+    vpc: Literal["multi", "single", "none"] = "multi"
+    log_group: bool = True
+    role_policy: RolePolicy = "scoped"
+    layers: tuple[str, ...] = ("common-utils",)
+    publish: bool = True
+    alias: Literal["version", "latest", "none"] = "version"
+    permissions: tuple[Permission, ...] = ()
+    url_auth: str | None = None
+    reserved: int | None = 10
+    signing: Literal["enforce", "warn", "none"] = "enforce"
+    on_failure: bool = True
+    tracing: str = "Active"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def role_name(self) -> str:
+        return "batch-role" if self.role_policy == "shared" else f"{self.name}-role"
+
+
+def _v(*controls: str) -> frozenset[str]:
+    return frozenset(controls)
+
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    FunctionSpec("orders-api", regions="all", permissions=("api:orders",), url_auth="AWS_IAM"),
+    FunctionSpec("admin-tool", _v("lambda-role-least-privilege"), role_policy="admin_managed"),
+    FunctionSpec(
+        "wildcard-worker", _v("lambda-role-least-privilege"), role_policy="wildcard_inline"
+    ),
+    FunctionSpec("batch-a", _v("lambda-role-not-shared"), role_policy="shared"),
+    FunctionSpec("batch-b", _v("lambda-role-not-shared"), role_policy="shared"),
+    FunctionSpec("batch-c", _v("lambda-role-not-shared"), role_policy="shared"),
+    FunctionSpec("billing-worker", _v("lambda-env-cmk-encryption"), kms=False),
+    FunctionSpec(
+        "payments-webhook",
+        _v("lambda-env-no-plaintext-secrets"),
+        env={"DB_PASSWORD": SEEDED_SECRETS[0], "PAYMENT_API": SEEDED_SECRETS[1], "STAGE": "prod"},
+    ),
+    FunctionSpec("public-fetcher", _v("lambda-vpc-attached"), vpc="none"),
+    FunctionSpec("single-az", _v("lambda-vpc-multi-az"), vpc="single"),
+    FunctionSpec("no-logs", _v("lambda-logging"), log_group=False),
+    FunctionSpec("quiet-role", _v("lambda-logging"), role_policy="no_logs"),
+    FunctionSpec("long-runner", _v("lambda-timeout-memory-bounds"), timeout=900),
+    FunctionSpec("unpublished", _v("lambda-published-alias"), publish=False, alias="none"),
+    FunctionSpec("alias-latest", _v("lambda-published-alias"), alias="latest"),
+    FunctionSpec("open-invoke", _v("lambda-resource-policy-restricted"), permissions=("public",)),
+    FunctionSpec(
+        "s3-trigger", _v("lambda-resource-policy-restricted"), permissions=("s3-unscoped",)
+    ),
+    FunctionSpec("public-url", _v("lambda-url-auth"), regions="all", url_auth="NONE"),
+    # exempted by tag in the demo policy: a failure, but not a violation
+    FunctionSpec("partner-webhook", url_auth="NONE", tags={"posture/exempt": "lambda-url-auth"}),
+    FunctionSpec("unprotected-api", _v("lambda-api-waf"), permissions=("api:legacy",)),
+    FunctionSpec("no-reservation", _v("lambda-reserved-concurrency"), reserved=None),
+    # the demo policy holds an *expired* exemption for this one: still a violation
+    FunctionSpec("old-runtime", _v("lambda-runtime-supported"), runtime="python3.8"),
+    FunctionSpec("unsigned", _v("lambda-code-signing-enforced"), signing="none"),
+    FunctionSpec("warn-signing", _v("lambda-code-signing-enforced"), signing="warn"),
+    FunctionSpec("fire-and-forget", _v("lambda-async-failure-capture"), on_failure=False),
+    FunctionSpec(
+        "untraced",
+        _v("lambda-xray-active"),
+        regions="all",
+        tracing="PassThrough",
+        permissions=("s3-scoped",),
+    ),
+)
+
+PUBLIC_LAYER = "shared-public"
+REGION_VIOLATIONS = {
+    PRIMARY: frozenset[str](),
+    SECONDARY: _v("lambda-config-recording", "lambda-cloudtrail-management-events"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    account_id: str
+    region: str
+    control: str
+    resource: str
+
+
+def function_arn(account: str, region: str, name: str) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{name}"
+
+
+def functions_in(region: str, only: Iterable[str] | None = None) -> list[FunctionSpec]:
+    names = set(only) if only is not None else None
+    return [
+        f
+        for f in FUNCTIONS
+        if (f.regions == "all" or region == PRIMARY) and (names is None or f.name in names)
+    ]
+
+
+def expected_violations(
+    accounts: Iterable[str], regions: Iterable[str] = DEMO_REGIONS
+) -> set[Violation]:
+    """The violations the seeded estate holds, by construction."""
+    out: set[Violation] = set()
+    for account in accounts:
+        for region in regions:
+            for spec in functions_in(region):
+                arn = function_arn(account, region, spec.name)
+                out.update(Violation(account, region, c, arn) for c in spec.violates)
+            if region == PRIMARY:
+                layer_arn = f"arn:aws:lambda:{region}:{account}:layer:{PUBLIC_LAYER}:1"
+                out.add(Violation(account, region, "lambda-layer-not-public", layer_arn))
+            resource = f"arn:aws::{region}:{account}:account-region"
+            out.update(Violation(account, region, c, resource) for c in REGION_VIOLATIONS[region])
+    return out
+
+
+def _zip(body: str = "def handler(event, context):\n    return {'ok': True}\n") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", body)
+    return buf.getvalue()
+
+
+def _doc(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+_TRUST = _doc(
+    {
+        "Effect": "Allow",
+        "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }
+)
+
+
+class Seeder:
+    """Seeds one account (through AssumeRole unless it is the caller's own account)."""
+
+    def __init__(
+        self, account: str, session: AioSession | None = None, only: Iterable[str] | None = None
+    ) -> None:
+        self.account = account
+        self.session = session or get_session()
+        self.only = tuple(only) if only is not None else None
+        self._creds: dict[str, str] = {}
+
+    async def _credentials(self) -> dict[str, str]:
+        if self.account == MANAGEMENT_ACCOUNT:
+            return {}
+        if not self._creds:
+            async with self.session.create_client("sts", region_name=PRIMARY) as sts:
+                resp = await sts.assume_role(
+                    RoleArn=f"arn:aws:iam::{self.account}:role/OrganizationAccountAccessRole",
+                    RoleSessionName="demo-seeder",
+                )
+            c = resp["Credentials"]
+            self._creds = {
+                "aws_access_key_id": c["AccessKeyId"],
+                "aws_secret_access_key": c["SecretAccessKey"],
+                "aws_session_token": c["SessionToken"],
+            }
+        return self._creds
+
+    def client(self, service: str, region: str = PRIMARY, **creds: str) -> Any:
+        return self.session.create_client(service, region_name=region, **creds)
+
+    async def seed(self, regions: Iterable[str] = DEMO_REGIONS) -> None:
+        creds = await self._credentials()
+        await self._iam(creds)
+        for region in regions:
+            await RegionSeeder(self, region, creds).seed()
+
+    async def _iam(self, creds: dict[str, str]) -> None:
+        async with self.client("iam", **creds) as iam:
+            names = {f.role_name: f for f in FUNCTIONS if self.only is None or f.name in self.only}
+            for role_name, spec in sorted(names.items()):
+                await iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=_TRUST)
+                await self._role_policy(iam, role_name, spec)
+
+    async def _role_policy(self, iam: Any, role: str, spec: FunctionSpec) -> None:
+        log_resource = f"arn:aws:logs:*:{self.account}:log-group:/aws/lambda/*:*"
+        logs = {
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": log_resource,
+        }
+        xray = {"Effect": "Allow", "Action": ["xray:PutTraceSegments"], "Resource": "*"}
+        table = {
+            "Effect": "Allow",
+            "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+            "Resource": f"arn:aws:dynamodb:*:{self.account}:table/orders",
+        }
+        kind = spec.role_policy
+        if kind == "admin_managed":
+            await iam.attach_role_policy(
+                RoleName=role, PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+            )
+            statements = [logs]
+        elif kind == "wildcard_inline":
+            statements = [logs, {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]
+        elif kind == "no_logs":
+            statements = [table]
+        else:
+            statements = [logs, xray, table]
+        await iam.put_role_policy(RoleName=role, PolicyName="app", PolicyDocument=_doc(*statements))
+
+
+class RegionSeeder:
+    def __init__(self, parent: Seeder, region: str, creds: dict[str, str]) -> None:
+        self.parent = parent
+        self.account = parent.account
+        self.region = region
+        self.creds = creds
+
+    def client(self, service: str) -> Any:
+        return self.parent.client(service, self.region, **self.creds)
+
+    async def seed(self) -> None:
+        shared = await self._shared()
+        specs = functions_in(self.region, self.parent.only)
+        sem = asyncio.Semaphore(8)
+
+        async def one(spec: FunctionSpec) -> None:
+            async with sem:
+                await self._function(spec, shared)
+
+        await asyncio.gather(*(one(s) for s in specs))
+        await self._region_posture()
+
+    async def _shared(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with self.client("kms") as kms:
+            out["kms"] = (await kms.create_key(Description="demo env key"))["KeyMetadata"]["Arn"]
+        async with self.client("sqs") as sqs:
+            url = (await sqs.create_queue(QueueName="lambda-failures"))["QueueUrl"]
+            attrs = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            out["queue"] = attrs["Attributes"]["QueueArn"]
+        async with self.client("ec2") as ec2:
+            vpc = (await ec2.create_vpc(CidrBlock="10.20.0.0/16"))["Vpc"]["VpcId"]
+            subnets = []
+            for i, az in enumerate(("a", "b")):
+                s = await ec2.create_subnet(
+                    VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{self.region}{az}"
+                )
+                subnets.append(s["Subnet"]["SubnetId"])
+            sg = await ec2.create_security_group(
+                GroupName="lambda", Description="lambda", VpcId=vpc
+            )
+            out["subnets"], out["sg"] = subnets, sg["GroupId"]
+        async with self.client("lambda") as lam:
+            layer = await lam.publish_layer_version(
+                LayerName="common-utils", Content={"ZipFile": _zip()}
+            )
+            out["layers"] = {"common-utils": layer["LayerVersionArn"]}
+            if self.region == PRIMARY:
+                await lam.publish_layer_version(LayerName=PUBLIC_LAYER, Content={"ZipFile": _zip()})
+                await lam.add_layer_version_permission(
+                    LayerName=PUBLIC_LAYER,
+                    VersionNumber=1,
+                    StatementId="everyone",
+                    Action="lambda:GetLayerVersion",
+                    Principal="*",
+                )
+            out["csc"] = {}
+            for mode in ("Enforce", "Warn"):
+                csc = await lam.create_code_signing_config(
+                    AllowedPublishers={
+                        "SigningProfileVersionArns": [
+                            f"arn:aws:signer:{self.region}:{self.account}:/signing-profiles/demo/abc"
+                        ]
+                    },
+                    CodeSigningPolicies={"UntrustedArtifactOnDeployment": mode},
+                )
+                out["csc"][mode] = csc["CodeSigningConfig"]["CodeSigningConfigArn"]
+        out["apis"] = await self._apis()
+        return out
+
+    async def _apis(self) -> dict[str, str]:
+        apis: dict[str, str] = {}
+        async with self.client("apigateway") as ag, self.client("wafv2") as waf:
+            for name, protected in (("orders", True), ("legacy", False)):
+                api_id = (await ag.create_rest_api(name=name))["id"]
+                root = (await ag.get_resources(restApiId=api_id))["items"][0]["id"]
+                await ag.put_method(
+                    restApiId=api_id, resourceId=root, httpMethod="GET", authorizationType="NONE"
+                )
+                await ag.put_integration(
+                    restApiId=api_id,
+                    resourceId=root,
+                    httpMethod="GET",
+                    type="AWS_PROXY",
+                    integrationHttpMethod="POST",
+                    uri=f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/"
+                    f"{function_arn(self.account, self.region, name)}/invocations",
+                )
+                await ag.create_deployment(restApiId=api_id, stageName="prod")
+                if protected:
+                    acl = await waf.create_web_acl(
+                        Name=f"{name}-acl",
+                        Scope="REGIONAL",
+                        DefaultAction={"Allow": {}},
+                        VisibilityConfig={
+                            "SampledRequestsEnabled": False,
+                            "CloudWatchMetricsEnabled": False,
+                            "MetricName": name,
+                        },
+                        Rules=[],
+                    )
+                    await waf.associate_web_acl(
+                        WebACLArn=acl["Summary"]["ARN"],
+                        ResourceArn=f"arn:aws:apigateway:{self.region}::/restapis/{api_id}/stages/prod",
+                    )
+                apis[name] = api_id
+        return apis
+
+    async def _function(self, spec: FunctionSpec, shared: dict[str, Any]) -> None:
+        name = spec.name
+        params: dict[str, Any] = {
+            "FunctionName": name,
+            "Runtime": spec.runtime,
+            "Role": f"arn:aws:iam::{self.account}:role/{spec.role_name}",
+            "Handler": "app.handler",
+            "Code": {"ZipFile": _zip()},
+            "Timeout": spec.timeout,
+            "MemorySize": spec.memory,
+            "Environment": {"Variables": spec.env},
+            "TracingConfig": {"Mode": spec.tracing},
+            "Layers": [shared["layers"][layer] for layer in spec.layers],
+            "Tags": {"app": name, **spec.tags},
+        }
+        if spec.kms:
+            params["KMSKeyArn"] = shared["kms"]
+        if spec.vpc != "none":
+            subnets = shared["subnets"] if spec.vpc == "multi" else shared["subnets"][:1]
+            params["VpcConfig"] = {"SubnetIds": subnets, "SecurityGroupIds": [shared["sg"]]}
+        if spec.signing != "none":
+            params["CodeSigningConfigArn"] = shared["csc"][
+                "Enforce" if spec.signing == "enforce" else "Warn"
+            ]
+        if spec.log_group:
+            async with self.client("logs") as logs:
+                group = f"/aws/lambda/{name}"
+                await logs.create_log_group(logGroupName=group)
+                await logs.put_retention_policy(logGroupName=group, retentionInDays=30)
+        async with self.client("lambda") as lam:
+            await lam.create_function(**params)
+            if spec.reserved is not None:
+                await lam.put_function_concurrency(
+                    FunctionName=name, ReservedConcurrentExecutions=spec.reserved
+                )
+            if spec.publish:
+                version = (await lam.publish_version(FunctionName=name))["Version"]
+                if spec.alias == "version":
+                    await lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+            if spec.alias == "latest":
+                await lam.create_alias(FunctionName=name, Name="live", FunctionVersion="$LATEST")
+            for i, perm in enumerate(spec.permissions):
+                await lam.add_permission(
+                    FunctionName=name, StatementId=f"p{i}", **self._permission(perm, shared)
+                )
+            if spec.url_auth:
+                await lam.create_function_url_config(FunctionName=name, AuthType=spec.url_auth)
+            if spec.on_failure:
+                await lam.put_function_event_invoke_config(
+                    FunctionName=name,
+                    DestinationConfig={"OnFailure": {"Destination": shared["queue"]}},
+                )
+
+    def _permission(self, kind: Permission, shared: dict[str, Any]) -> dict[str, Any]:
+        invoke = {"Action": "lambda:InvokeFunction"}
+        if kind.startswith("api:"):
+            api_id = shared["apis"][kind.split(":", 1)[1]]
+            return {
+                **invoke,
+                "Principal": "apigateway.amazonaws.com",
+                "SourceArn": f"arn:aws:execute-api:{self.region}:{self.account}:{api_id}/prod/GET/",
+            }
+        if kind == "public":
+            return {**invoke, "Principal": "*"}
+        if kind == "s3-unscoped":
+            return {**invoke, "Principal": "s3.amazonaws.com"}
+        return {
+            **invoke,
+            "Principal": "s3.amazonaws.com",
+            "SourceArn": "arn:aws:s3:::demo-uploads",
+            "SourceAccount": self.account,
+        }
+
+    async def _region_posture(self) -> None:
+        if self.region != PRIMARY:
+            return  # the secondary region has neither AWS Config nor a trail: two violations
+        async with self.client("config") as cfg:
+            await cfg.put_configuration_recorder(
+                ConfigurationRecorder={
+                    "name": "default",
+                    "roleARN": f"arn:aws:iam::{self.account}:role/config",
+                    "recordingGroup": {"allSupported": True, "includeGlobalResourceTypes": True},
+                }
+            )
+            await cfg.put_delivery_channel(
+                DeliveryChannel={"name": "default", "s3BucketName": f"config-{self.account}"}
+            )
+            await cfg.start_configuration_recorder(ConfigurationRecorderName="default")
+        async with self.client("s3") as s3, self.client("cloudtrail") as ct:
+            bucket = f"trail-{self.account}-{self.region}"
+            await s3.create_bucket(Bucket=bucket)
+            await ct.create_trail(Name="management", S3BucketName=bucket, IsMultiRegionTrail=False)
+            await ct.start_logging(Name="management")
+
+
+async def create_organization(
+    names: Iterable[str], session: AioSession | None = None
+) -> dict[str, str]:
+    """An organization with the given member accounts; returns {name: account id}."""
+    session = session or get_session()
+    out: dict[str, str] = {}
+    async with session.create_client("organizations", region_name=PRIMARY) as org:
+        await org.create_organization(FeatureSet="ALL")
+        for name in names:
+            created = await org.create_account(Email=f"{name}@example.com", AccountName=name)
+            account_id = created["CreateAccountStatus"].get("AccountId")
+            if not account_id:
+                accounts = (await org.list_accounts())["Accounts"]
+                account_id = next(a["Id"] for a in accounts if a["Name"] == name)
+            out[name] = str(account_id)
+    return out
+
+
+async def seed_estate(
+    accounts: Iterable[str],
+    regions: Iterable[str] = DEMO_REGIONS,
+    only: Iterable[str] | None = None,
+) -> None:
+    """Seed every account (concurrently) with the demo functions (or only those named)."""
+    session = get_session()
+    regions = tuple(regions)
+    await asyncio.gather(*(Seeder(a, session, only).seed(regions) for a in accounts))

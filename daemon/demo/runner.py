@@ -1,0 +1,80 @@
+"""`posture-daemon demo`: embedded moto server + seeded estate + the daemon, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+# Simulated AWS needs no real credentials; never let the demo touch a real account.
+_DEMO_ENV = {
+    "AWS_ACCESS_KEY_ID": "demo",
+    "AWS_SECRET_ACCESS_KEY": "demo",
+    "AWS_SESSION_TOKEN": "",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+DEMO_ACCOUNTS = ("prod", "staging", "sandbox")
+
+
+def demo_policy_text() -> str:
+    return resources.files("daemon.demo").joinpath("policy.yaml").read_text()
+
+
+def run_demo(http_port: int = 9717, interval: float = 30.0, out: TextIO | None = None) -> int:
+    for key, value in _DEMO_ENV.items():
+        if value:
+            os.environ[key] = value
+        else:
+            os.environ.pop(key, None)
+    os.environ.pop("AWS_PROFILE", None)
+
+    from daemon.demo.moto_server import EmbeddedMoto
+
+    moto = EmbeddedMoto()
+    endpoint = moto.start()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+
+    from daemon.app import Daemon
+    from daemon.config import load_settings
+    from daemon.demo.estate import create_organization, seed_estate
+    from daemon.logging import setup_logging
+    from daemon.policy import load_policy
+
+    workdir = Path(tempfile.mkdtemp(prefix="posture-demo-"))
+    policy_file = workdir / "policy.yaml"
+    policy_file.write_text(demo_policy_text())
+    settings = load_settings(
+        policy_file=policy_file,
+        http={"host": "127.0.0.1", "port": http_port},
+        reconciler={
+            "interval_seconds": interval,
+            "discovery_interval_seconds": max(60.0, interval),
+        },
+    )
+    setup_logging(settings.log.level, settings.log.format)
+    import structlog
+
+    log = structlog.get_logger("posture.demo")
+
+    async def main() -> None:
+        log.info("seeding the demo estate", endpoint=endpoint, accounts=list(DEMO_ACCOUNTS))
+        accounts = await create_organization(DEMO_ACCOUNTS)
+        await seed_estate(accounts.values())
+        log.info(
+            "demo estate ready",
+            accounts=accounts,
+            policy=str(policy_file),
+            metrics=f"http://127.0.0.1:{http_port}/metrics",
+        )
+        daemon = Daemon(settings, load_policy(policy_file))
+        await daemon.run()
+
+    try:
+        asyncio.run(main())
+    finally:
+        moto.stop()
+    return 0
