@@ -1,0 +1,19 @@
+"""Shared fixtures. Integration tests talk to a real moto server over HTTP (never in-process mocks)."""
+
+from __future__ import annotations
+
+import os
+
+# Fake credentials for simulated AWS; set before anything creates a botocore session.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+)
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_var, None)
+for _var in [k for k in os.environ if k.startswith("POSTURE_")]:
+    os.environ.pop(_var)
