@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from daemon.measures import Sample
 from daemon.model import Finding, Severity, Status, Target
 
 
@@ -38,6 +39,7 @@ class TargetResult:
     exemptions: Mapping[tuple[str, str], int]
     resources: Mapping[str, int]
     resource_violations: tuple[ResourceViolation, ...]  # most severe first
+    samples: tuple[Sample, ...] = ()  # service-specific gauges (daemon/measures.py)
 
     @classmethod
     def build(
@@ -47,6 +49,7 @@ class TargetResult:
         findings: Iterable[Finding],
         controls: Iterable[tuple[str, Severity]],
         resources: Mapping[str, int],
+        samples: Iterable[Sample] = (),
     ) -> TargetResult:
         findings = tuple(findings)
         violations: Counter[tuple[str, Severity]] = Counter(dict.fromkeys(controls, 0))
@@ -80,6 +83,7 @@ class TargetResult:
             exemptions=MappingProxyType(dict(exemptions)),
             resources=MappingProxyType(dict(resources)),
             resource_violations=tuple(per_resource),
+            samples=tuple(samples),
         )
 
 
@@ -100,6 +104,7 @@ class StoreView:
     account_names: Mapping[str, str]
     account_up: Mapping[str, bool]
     targets: frozenset[Target] = field(default_factory=frozenset)
+    policy_samples: tuple[Sample, ...] = ()
 
 
 class StateStore:
@@ -126,6 +131,9 @@ class StateStore:
             results=MappingProxyType({t: r for t, r in v.results.items() if t in wanted}),
             health=MappingProxyType({t: v.health.get(t, TargetHealth()) for t in sorted(wanted)}),
         )
+
+    def set_policy_samples(self, samples: Iterable[Sample]) -> None:
+        self._swap(policy_samples=tuple(samples))
 
     def set_accounts(self, names: Mapping[str, str], up: Mapping[str, bool]) -> None:
         self._swap(

@@ -17,6 +17,26 @@ from daemon.metrics import names as n
 from daemon.model import Severity
 from daemon.state import StateStore, StoreView
 
+# State metrics this module renders itself; the rest come from measures.
+_BUILT_IN = frozenset(
+    {
+        n.VIOLATIONS,
+        n.EVALUATED,
+        n.EVALUATION_ERRORS,
+        n.RESOURCE_VIOLATION,
+        n.RESOURCE_SERIES_DROPPED,
+        n.EXEMPTIONS,
+        n.RESOURCES,
+        n.ACCOUNT_INFO,
+        n.CONTROL_INFO,
+        n.TARGET_UP,
+        n.TARGET_LAST_SUCCESS,
+        n.TARGET_LAST_ATTEMPT,
+        n.TARGET_FAILURES,
+        n.ACCOUNT_UP,
+    }
+)
+
 
 def _gauge(d: n.MetricDef) -> GaugeMetricFamily:
     return GaugeMetricFamily(d.name, d.help, labels=list(d.labels))
@@ -73,6 +93,45 @@ class StateCollector(Collector):
             info.add_metric([account], {"account_name": name})
         yield info
         yield self._control_info(enabled_controls)
+        yield from self._measures(view)
+
+    def _measures(self, view: StoreView) -> Iterator[Metric]:
+        """Every other state metric, from the samples of daemon/measures.py."""
+        families: dict[str, GaugeMetricFamily] = {}
+        defs = {d.name: d for d in n.ALL if d.source == "state" and d not in _BUILT_IN}
+
+        def family(metric: str) -> tuple[GaugeMetricFamily, n.MetricDef] | None:
+            d = defs.get(metric)
+            if d is None:
+                return None
+            if metric not in families:
+                families[metric] = _gauge(d)
+            return families[metric], d
+
+        for s in view.policy_samples:
+            found = family(s.metric)
+            if found is not None:
+                fam, d = found
+                fam.add_metric([s.labels.get(label, "") for label in d.labels], s.value)
+        for target, result in sorted(view.results.items()):
+            ids = {
+                n.ACCOUNT: target.account_id,
+                n.REGION: target.region,
+                n.SERVICE: target.service,
+            }
+            for s in result.samples:
+                found = family(s.metric)
+                if found is not None:
+                    fam, d = found
+                    values = [
+                        ids[label] if label in ids else s.labels.get(label, "")
+                        for label in d.labels
+                    ]
+                    fam.add_metric(values, s.value)
+        # declared families are always present (empty when nothing was measured)
+        for metric in sorted(defs):
+            family(metric)
+        yield from (families[k] for k in sorted(families))
 
     def _resource_series(self, view: StoreView) -> Iterator[Metric]:
         family = _gauge(n.RESOURCE_VIOLATION)

@@ -24,6 +24,7 @@ from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors.base import CollectContext, Collector
 from daemon.config import Settings
 from daemon.controls.engine import evaluate
+from daemon.measures import measure_policy, measure_target
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Target
 from daemon.policy.compiled import Policy
@@ -106,6 +107,7 @@ class Reconciler:
         self._seen = _SeenOnce()
         self._account_up: dict[str, bool] = {}
         self._account_names: dict[str, str] = {}
+        store.set_policy_samples(measure_policy(policy.current))
         metrics.workers_max.set(rs.workers)
         metrics.shard_ordinal.set(settings.shard.resolved_index)
         metrics.total_shards.set(settings.shard.count)
@@ -113,6 +115,7 @@ class Reconciler:
     # --- targets ----------------------------------------------------------------------------------
     def policy_changed(self, old: Policy, new: Policy) -> None:
         """A new policy applies from the next reconcile; a new scope means a new discovery."""
+        self.store.set_policy_samples(measure_policy(new))
         if old.document.scope != new.document.scope:
             self._rediscover.set()
 
@@ -198,7 +201,12 @@ class Reconciler:
             if self._seen.first_time(("problem", problem)):
                 log.error("control raised an exception", problem=problem)
         result = TargetResult.build(
-            target, now, evaluation.findings, evaluation.controls, snapshot.resource_counts()
+            target,
+            now,
+            evaluation.findings,
+            evaluation.controls,
+            snapshot.resource_counts(),
+            measure_target(snapshot, policy, now),
         )
         self.store.publish(result, time.time())
         return result
