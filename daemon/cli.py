@@ -1,7 +1,8 @@
 """Command line: run, check, validate, controls, demo.
 
 Exit codes: 0 ok; 1 violations at or above --fail-on (check); 2 invalid settings, policy or usage;
-3 check could not look everywhere (failed targets or unevaluated controls) and found no violation.
+3 check could not look everywhere (failed targets, unevaluated controls, or incomplete account
+or region discovery) and found no violation.
 Errors are one clear message on stderr, never a traceback.
 """
 
@@ -119,15 +120,18 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
     started = utcnow()
 
-    async def main() -> list[Any]:
-        return await Daemon(settings, policy).check()
+    async def main() -> tuple[list[Any], tuple[str, ...]]:
+        daemon = Daemon(settings, policy)
+        outcomes = await daemon.check()
+        return outcomes, daemon.reconciler.discovery_problems
 
-    outcomes = asyncio.run(main())
+    outcomes, discovery_problems = asyncio.run(main())
     findings = [f for o in outcomes if o.result is not None for f in o.result.findings]
     failed = [(o.target.key, o.error or "failed") for o in outcomes if o.result is None]
     summary = summarise(findings)
     summary["targets"] = len(outcomes)
     summary["targets_failed"] = len(failed)
+    summary["discovery_problems"] = list(discovery_problems)
     if args.output == "json":
         doc = {
             "generated_at": started.isoformat(),
@@ -150,6 +154,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     else:
         render_table(findings, failed, out)
+        for problem in discovery_problems:
+            out.write(f"discovery INCOMPLETE: {problem}\n")
         v = summary["violations_by_severity"]
         out.write(
             f"\n{summary['violations']} violation(s) "
@@ -161,7 +167,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         threshold = Severity(args.fail_on)
         if any(f.violating and f.severity.at_least(threshold) for f in findings):
             return EXIT_VIOLATIONS
-    if failed or summary["errors"]:
+    if failed or summary["errors"] or discovery_problems:
         return EXIT_INCOMPLETE
     return EXIT_OK
 

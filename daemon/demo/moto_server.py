@@ -56,6 +56,14 @@ class ShimRequest:
     access_key: str
     region: str
     service: str
+    amz_target: str = ""  # X-Amz-Target: the operation of JSON-protocol services
+
+    @property
+    def operation(self) -> str:
+        """The operation name for query and JSON protocols ("" for REST services)."""
+        if self.amz_target:
+            return self.amz_target.rsplit(".", 1)[-1]
+        return self.form().get("Action", "")
 
     def form(self) -> dict[str, str]:
         """Query-protocol parameters (STS, EC2, IAM...): Action, RoleArn, ..."""
@@ -134,6 +142,7 @@ class LambdaGapShim:
             access_key=key,
             region=region,
             service=scope.group(1) if scope else "",
+            amz_target=environ.get("HTTP_X_AMZ_TARGET", ""),
         )
         for rule in rules:
             response = rule(request)

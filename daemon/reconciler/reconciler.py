@@ -101,6 +101,7 @@ class Reconciler:
         )
         self.source = TargetSource(gateway, settings.shard, metrics)
         self.targets: frozenset[Target] = frozenset()
+        self.discovery_problems: tuple[str, ...] = ("not discovered yet",)
         self.discovered = asyncio.Event()
         self._rediscover = asyncio.Event()
         self._active = 0
@@ -123,6 +124,7 @@ class Reconciler:
         added = found.targets - self.targets
         removed = self.targets - found.targets
         self.targets = found.targets
+        self.discovery_problems = found.problems
         self.store.set_targets(found.targets)
         for target in removed:
             self.queue.remove(target)

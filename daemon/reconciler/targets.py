@@ -28,6 +28,9 @@ class Discovery:
     targets: frozenset[Target]
     account_names: dict[str, str] = field(default_factory=dict)
     account_up: dict[str, bool] = field(default_factory=dict)
+    # what could not be discovered (Organizations, own account, an account's regions): the target
+    # set may be missing accounts or regions, so a one-shot check must not report "all clear"
+    problems: tuple[str, ...] = ()
 
 
 class TargetSource:
@@ -87,7 +90,8 @@ class TargetSource:
         return self._regions[account_id]
 
     async def discover(self, policy: Policy) -> Discovery:
-        accounts, _ = await self.accounts(policy)
+        accounts, complete = await self.accounts(policy)
+        problems = [] if complete else ["account discovery incomplete (see logs)"]
         mine = [a for a in accounts if owns(a.id, self.shard_index, self.shard_count)]
         services = policy.document.scope.services
         targets: set[Target] = set()
@@ -99,6 +103,7 @@ class TargetSource:
             regions = await self.regions_for(policy, acct.id)
             up[acct.id] = regions is not None
             if regions is None:
+                problems.append(f"regions of account {acct.id} unknown")
                 regions = self._regions.get(acct.id, [])
             targets.update(Target(acct.id, r, s) for r in regions for s in services)
-        return Discovery(frozenset(targets), names, up)
+        return Discovery(frozenset(targets), names, up, tuple(problems))

@@ -138,3 +138,30 @@ async def test_check_reports_unreachable_targets_as_incomplete(
     proc = cli("check", "--policy", str(path), "--fail-on", "none", env=env)
     assert proc.returncode == 3
     assert "FAILED" in proc.stdout and "Traceback" not in proc.stderr
+
+
+async def test_check_with_failed_account_discovery_is_incomplete(
+    moto: EmbeddedMoto, tmp_path: Path
+) -> None:
+    """Organizations denied: the static account is still checked, but not 'all clear'."""
+    from daemon.demo.moto_server import json_error
+
+    assert moto.shim is not None
+    moto.shim.add_fault(
+        lambda r: (
+            json_error("AccessDeniedException", "denied") if r.operation == "ListAccounts" else None
+        )
+    )
+    try:
+        path = policy_for(["141414141414"], tmp_path, regions=[PRIMARY])
+        text = path.read_text().replace(
+            "  accounts:\n", "  accounts:\n    organizations:\n      enabled: true\n", 1
+        )
+        path.write_text(text)
+        proc = cli("check", "--policy", str(path), "--fail-on", "none", "--output", "json")
+    finally:
+        moto.shim.clear_faults()
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["discovery_problems"] == ["account discovery incomplete (see logs)"]
+    assert [t["aws_account_id"] for t in report["targets"]] == ["141414141414"]
