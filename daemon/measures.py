@@ -30,7 +30,7 @@ class Sample:
     value: float
 
 
-def sample(metric: str, value: float, **labels: str) -> Sample:
+def sample(metric: str, value: float, /, **labels: str) -> Sample:
     return Sample(metric, MappingProxyType(dict(labels)), float(value))
 
 

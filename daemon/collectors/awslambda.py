@@ -8,11 +8,11 @@ The presigned code URL that GetFunction returns is never kept.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from daemon.aws.errors import AwsError, ErrorKind
-from daemon.collectors import iam, region
+from daemon.collectors import concurrency, iam, region
 from daemon.collectors.base import (
     AspectErrors,
     CollectContext,
@@ -36,6 +36,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("lambda", "GetFunctionCodeSigningConfig", "lambda:GetFunctionCodeSigningConfig"),
     Operation("lambda", "GetCodeSigningConfig", "lambda:GetCodeSigningConfig"),
     Operation("lambda", "GetFunctionEventInvokeConfig", "lambda:GetFunctionEventInvokeConfig"),
+    Operation(
+        "lambda", "ListProvisionedConcurrencyConfigs", "lambda:ListProvisionedConcurrencyConfigs"
+    ),
     Operation("lambda", "ListLayers", "lambda:ListLayers"),
     Operation("lambda", "ListLayerVersions", "lambda:ListLayerVersions"),
     Operation("lambda", "GetLayerVersionPolicy", "lambda:GetLayerVersionPolicy"),
@@ -44,6 +47,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("apigateway", "GetStages", "apigateway:GET"),
     *iam.OPERATIONS,
     *region.OPERATIONS,
+    *concurrency.OPERATIONS,
 )
 
 DEFAULT_LOG_PREFIX = "/aws/lambda/"
@@ -124,6 +128,7 @@ class _Details:
     csc_arn: str | None
     untrusted_action: str | None
     on_failure: str | None
+    provisioned: tuple[m.ProvisionedConcurrency, ...]
 
 
 @dataclass
@@ -173,12 +178,19 @@ class LambdaCollector:
         layers = await self._layers(ctx)
         shared = await self._region_data(ctx, latest, layers)
         functions = await ctx.gather(latest, lambda raw: self._function(ctx, raw, versions, shared))
+        found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
+        posture = await region.collect_region(ctx)
+        budget, budget_errors = await concurrency.collect_concurrency(ctx, found)
         return m.LambdaSnapshot(
             target=ctx.target,
             collected_at=ctx.now,
-            functions=tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn)),
+            functions=found,
             layer_versions=tuple(layers),
-            region=await region.collect_region(ctx),
+            region=replace(
+                posture,
+                lambda_concurrency=budget,
+                errors=frozen_errors({**posture.errors, **budget_errors}),
+            ),
         )
 
     # --- shared lookups --------------------------------------------------------------------------
@@ -342,7 +354,11 @@ class LambdaCollector:
     ) -> m.LambdaFunction | None:
         arn = str(raw.get("FunctionArn", ""))
         errors = AspectErrors()
-        d = await self._details(ctx, arn, str(raw.get("FunctionName", "")), shared, errors)
+        # Provisioned concurrency needs a published version (directly or through an alias).
+        published = bool(versions.get(arn))
+        d = await self._details(
+            ctx, arn, str(raw.get("FunctionName", "")), shared, errors, published
+        )
         if d is None:
             return None  # deleted since it was listed
 
@@ -408,15 +424,24 @@ class LambdaCollector:
             log_group_name=log_group_name,
             log_group=shared.log_groups.get(log_group_name),
             web_stages=await self._web_stages(ctx, shared, d.policy, errors),
+            provisioned=d.provisioned,
             errors=frozen_errors(errors.errors),
         )
 
     async def _details(
-        self, ctx: CollectContext, arn: str, name: str, shared: _RegionData, errors: AspectErrors
+        self,
+        ctx: CollectContext,
+        arn: str,
+        name: str,
+        shared: _RegionData,
+        errors: AspectErrors,
+        published: bool,
     ) -> _Details | None:
         """The per-function calls beyond ListFunctions. None if the function is gone.
 
         Calls name the function by name (unambiguous within the target's account and region).
+        ListProvisionedConcurrencyConfigs is only called for functions with published versions:
+        $LATEST cannot have provisioned concurrency.
         """
         api = ctx.api
         try:
@@ -459,6 +484,17 @@ class LambdaCollector:
             api.call("lambda", "get_function_event_invoke_config", FunctionName=name),
         )
         on_failure = ((invoke or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
+        provisioned: list[dict[str, Any]] | None = []
+        if published:
+            provisioned = await errors.fetch(
+                m.ASPECT_PROVISIONED,
+                api.all_items(
+                    "lambda",
+                    "list_provisioned_concurrency_configs",
+                    "ProvisionedConcurrencyConfigs",
+                    FunctionName=name,
+                ),
+            )
         return _Details(
             tags=detail.get("Tags") or {},
             reserved=(detail.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
@@ -470,6 +506,7 @@ class LambdaCollector:
             csc_arn=csc_arn,
             untrusted_action=untrusted_action,
             on_failure=on_failure.get("Destination") or None,
+            provisioned=_provisioned(provisioned or []),
         )
 
     async def _web_stages(
@@ -496,6 +533,24 @@ class LambdaCollector:
             names: Iterable[str] = by_stage if stage == "*" else [stage]
             out.extend(m.ApiStage(api_id, s, by_stage.get(s)) for s in names if s in by_stage)
         return tuple(out)
+
+
+def _provisioned(raw: list[dict[str, Any]]) -> tuple[m.ProvisionedConcurrency, ...]:
+    """ListProvisionedConcurrencyConfigs entries; the qualifier is the suffix of FunctionArn."""
+    out = []
+    for c in raw:
+        qualifier = str(c.get("FunctionArn", "")).rsplit(":", 1)[-1]
+        available = c.get("AvailableProvisionedConcurrentExecutions")
+        out.append(
+            m.ProvisionedConcurrency(
+                qualifier=qualifier,
+                requested=int(c.get("RequestedProvisionedConcurrentExecutions") or 0),
+                allocated=int(c.get("AllocatedProvisionedConcurrentExecutions") or 0),
+                available=available if isinstance(available, int) else None,
+                status=str(c.get("Status") or ""),
+            )
+        )
+    return tuple(sorted(out, key=lambda p: p.qualifier))
 
 
 def _version_key(v: m.PublishedVersion) -> tuple[int, str]:

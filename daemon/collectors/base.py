@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from daemon.aws.api import AwsApi
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.model import CollectionIssue, Snapshot, Target
+from daemon.model.awslambda import ConcurrencyWindow
 
 T = TypeVar("T")
 
@@ -42,6 +43,8 @@ class CollectContext:
     global_api: AwsApi  # the target's account, in the region used for global services (IAM)
     now: dt.datetime
     concurrency: int = 8
+    # what to ask CloudWatch about Lambda concurrency (the policy's `concurrency` section)
+    concurrency_window: ConcurrencyWindow = field(default_factory=ConcurrencyWindow)
     issues: list[CollectionIssue] = field(default_factory=list)
 
     def issue(self, resource: str, aspect: str, message: str) -> None:

@@ -10,18 +10,32 @@ What moto 5 cannot represent (kept out of the estate, covered by unit tests inst
 - dead-letter queues (DeadLetterConfig is dropped), so async failure capture uses destinations;
 - a custom log group in LoggingConfig (not returned), so functions log to /aws/lambda/NAME;
 - function URL permissions (moto stores FunctionUrlAuthType outside the Condition block).
+
+Lambda concurrency (`CONCURRENCY`): in every account the primary region runs near its limit (the
+limit is lowered through the shim, reservations leave AWS's minimum unreserved pool, and CloudWatch
+datapoints peak close to the limit, with throttles); the secondary region is idle (AWS's default
+limit, no datapoints). GetAccountSettings and provisioned concurrency are answered by the shim
+(daemon/demo/moto_server.py). Two things differ from AWS and are planned around: moto accepts
+put_metric_data in the AWS/Lambda namespace (AWS reserves it), and a query without dimensions
+aggregates every dimension set of the metric — so per-function Throttles are written with their
+FunctionName only and the account total is their sum, as AWS reports it, and ConcurrentExecutions is
+written for the account only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
+import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
+import aiohttp
 from aiobotocore.session import AioSession, get_session
 
 PRIMARY = "us-east-1"
@@ -56,6 +70,8 @@ class FunctionSpec:
     permissions: tuple[Permission, ...] = ()
     url_auth: str | None = None
     reserved: int | None = 10
+    provisioned_alias: int | None = None  # provisioned concurrency on the "live" alias
+    provisioned_version: int | None = None  # ... on the published version
     signing: Literal["enforce", "warn", "none"] = "enforce"
     on_failure: bool = True
     tracing: str = "Active"
@@ -71,12 +87,21 @@ def _v(*controls: str) -> frozenset[str]:
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec("orders-api", regions="all", permissions=("api:orders",), url_auth="AWS_IAM"),
+    FunctionSpec(
+        "orders-api",
+        regions="all",
+        permissions=("api:orders",),
+        url_auth="AWS_IAM",
+        reserved=50,
+        provisioned_alias=20,
+    ),
     FunctionSpec("admin-tool", _v("lambda-role-least-privilege"), role_policy="admin_managed"),
     FunctionSpec(
         "wildcard-worker", _v("lambda-role-least-privilege"), role_policy="wildcard_inline"
     ),
-    FunctionSpec("batch-a", _v("lambda-role-not-shared"), role_policy="shared"),
+    FunctionSpec(
+        "batch-a", _v("lambda-role-not-shared"), role_policy="shared", provisioned_version=5
+    ),
     FunctionSpec("batch-b", _v("lambda-role-not-shared"), role_policy="shared"),
     FunctionSpec("batch-c", _v("lambda-role-not-shared"), role_policy="shared"),
     FunctionSpec("billing-worker", _v("lambda-env-cmk-encryption"), kms=False),
@@ -116,8 +141,40 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 )
 
 PUBLIC_LAYER = "shared-public"
+
+
+@dataclass(frozen=True)
+class ConcurrencyProfile:
+    """An account-region's Lambda concurrency: its limit and the CloudWatch datapoints written at
+    seeding, one per minute, the most recent (one minute ago) first."""
+
+    limit: int | None  # None: AWS's default (1000), left to the shim
+    concurrent: tuple[float, ...] = ()  # ConcurrentExecutions, account level
+    unreserved: tuple[float, ...] = ()  # UnreservedConcurrentExecutions
+    claimed: tuple[float, ...] = ()  # ClaimedAccountConcurrency
+    throttles: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # by function
+
+
+# Primary: 24 reservations of 10 and orders-api's 50 take 290 of a limit of 390, leaving AWS's
+# minimum unreserved pool of 100; the peak of 352 leaves 38 (under 10%) of headroom; claimed =
+# 290 reserved + the unreserved peak. Secondary: idle, AWS's default limit.
+CONCURRENCY = {
+    PRIMARY: ConcurrencyProfile(
+        limit=390,
+        concurrent=(352, 318, 274),
+        unreserved=(92, 71, 55),
+        claimed=(382, 361, 345),
+        throttles={"orders-api": (12, 5), "batch-a": (3,), "untraced": (0, 4)},
+    ),
+    SECONDARY: ConcurrencyProfile(limit=None),
+}
+
 REGION_VIOLATIONS = {
-    PRIMARY: frozenset[str](),
+    PRIMARY: _v(
+        "lambda-concurrency-headroom",
+        "lambda-unreserved-concurrency",
+        "lambda-reserved-concurrency-fraction",
+    ),
     SECONDARY: _v("lambda-config-recording", "lambda-cloudtrail-management-events"),
 }
 
@@ -264,6 +321,9 @@ class RegionSeeder:
         return self.parent.client(service, self.region, **self.creds)
 
     async def seed(self) -> None:
+        profile = CONCURRENCY[self.region]
+        if profile.limit is not None:  # before any reservation: the shim enforces AWS's floor
+            await set_concurrency_limit(self.account, self.region, profile.limit)
         shared = await self._shared()
         specs = functions_in(self.region, self.parent.only)
         sem = asyncio.Semaphore(8)
@@ -274,6 +334,12 @@ class RegionSeeder:
 
         await asyncio.gather(*(one(s) for s in specs))
         await self._region_posture()
+        await write_concurrency_metrics(
+            lambda: self.client("cloudwatch"),
+            profile,
+            dt.datetime.now(dt.UTC),
+            {s.name for s in specs},
+        )
 
     async def _shared(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -400,6 +466,18 @@ class RegionSeeder:
                 version = (await lam.publish_version(FunctionName=name))["Version"]
                 if spec.alias == "version":
                     await lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+                    if spec.provisioned_alias:
+                        await lam.put_provisioned_concurrency_config(
+                            FunctionName=name,
+                            Qualifier="live",
+                            ProvisionedConcurrentExecutions=spec.provisioned_alias,
+                        )
+                if spec.provisioned_version:
+                    await lam.put_provisioned_concurrency_config(
+                        FunctionName=name,
+                        Qualifier=version,
+                        ProvisionedConcurrentExecutions=spec.provisioned_version,
+                    )
             if spec.alias == "latest":
                 await lam.create_alias(FunctionName=name, Name="live", FunctionVersion="$LATEST")
             for i, perm in enumerate(spec.permissions):
@@ -454,6 +532,139 @@ class RegionSeeder:
             await s3.create_bucket(Bucket=bucket)
             await ct.create_trail(Name="management", S3BucketName=bucket, IsMultiRegionTrail=False)
             await ct.start_logging(Name="management")
+
+
+async def set_concurrency_limit(account: str, region: str, limit: int) -> None:
+    """Set an account-region's Lambda concurrency limit in the embedded moto server's shim (AWS
+    changes it through a Service Quotas request; moto has no such state)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        raise RuntimeError("the demo estate is seeded into the embedded moto server only")
+    body = {"AccountId": account, "Region": region, "ConcurrentExecutions": limit}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{endpoint}/posture-shim/lambda/account-limit", json=body) as resp,
+    ):
+        resp.raise_for_status()
+
+
+async def write_concurrency_metrics(
+    cloudwatch: Callable[[], Any],
+    profile: ConcurrencyProfile,
+    now: dt.datetime,
+    functions: Iterable[str] | None = None,
+) -> None:
+    """Write the profile's datapoints, the first of each series one minute before `now`.
+
+    `cloudwatch` makes the client (only created when there is something to write); throttles are
+    written for `functions` only (those seeded), so the account total stays the sum over existing
+    functions.
+    """
+    minute = now.replace(second=0, microsecond=0)
+    wanted = set(functions) if functions is not None else None
+    data: list[dict[str, Any]] = []
+
+    def series(name: str, values: Iterable[float], dims: list[dict[str, str]]) -> None:
+        for i, value in enumerate(values):
+            data.append(
+                {
+                    "MetricName": name,
+                    "Dimensions": dims,
+                    "Timestamp": minute - dt.timedelta(minutes=i + 1),
+                    "Value": value,
+                    "Unit": "Count",
+                }
+            )
+
+    series("ConcurrentExecutions", profile.concurrent, [])
+    series("UnreservedConcurrentExecutions", profile.unreserved, [])
+    series("ClaimedAccountConcurrency", profile.claimed, [])
+    for fn, values in sorted(profile.throttles.items()):
+        if wanted is None or fn in wanted:
+            series("Throttles", values, [{"Name": "FunctionName", "Value": fn}])
+    if not data:
+        return
+    async with cloudwatch() as cw:
+        for i in range(0, len(data), 500):  # PutMetricData takes up to 1000 datapoints
+            await cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[i : i + 500])
+
+
+def _minute_of(profile: ConcurrencyProfile, step: int) -> ConcurrencyProfile:
+    """One datapoint of each of the profile's series, cycling through them."""
+
+    def pick(values: tuple[float, ...]) -> tuple[float, ...]:
+        return (values[step % len(values)],) if values else ()
+
+    return ConcurrencyProfile(
+        profile.limit,
+        pick(profile.concurrent),
+        pick(profile.unreserved),
+        pick(profile.claimed),
+        {fn: pick(v) for fn, v in profile.throttles.items()},
+    )
+
+
+async def simulate_load(
+    accounts: Iterable[str], regions: Iterable[str] = DEMO_REGIONS, every: float = 60.0
+) -> None:
+    """Keep the busy account-regions busy while the demo runs: every minute, write the next
+    datapoint of their profile (the seeded ones leave the lookback window after a while)."""
+    session = get_session()
+    seeders = [Seeder(a, session) for a in accounts]
+    busy = [r for r in regions if CONCURRENCY[r].concurrent]
+    step = 0
+    while True:
+        await asyncio.sleep(every)
+        step += 1
+        this_minute = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+        for seeder in seeders:
+            creds = await seeder._credentials()
+            for region in busy:
+                await write_concurrency_metrics(
+                    partial(seeder.client, "cloudwatch", region, **creds),
+                    _minute_of(CONCURRENCY[region], step),
+                    this_minute,
+                )
+
+
+def expected_concurrency(region: str, only: Iterable[str] | None = None) -> dict[str, Any]:
+    """The concurrency figures the daemon must report for a seeded account-region (every
+    datapoint still inside the lookback window), derived from the estate's definition."""
+    profile = CONCURRENCY[region]
+    specs = functions_in(region, only)
+    seeded = {s.name for s in specs}
+    reserved = {s.name: s.reserved for s in specs if s.reserved is not None}
+    limit = profile.limit if profile.limit is not None else 1000
+    total = sum(reserved.values())
+    top = sorted(reserved, key=lambda name: (-reserved[name], name))[:10]
+    throttled = {name: v for name, v in profile.throttles.items() if name in seeded}
+    provisioned = {}
+    for s in specs:
+        if s.provisioned_alias and s.publish and s.alias == "version":
+            provisioned[(s.name, "live")] = s.provisioned_alias
+        if s.provisioned_version and s.publish:
+            provisioned[(s.name, "1")] = s.provisioned_version  # the first published version
+    peak = max(profile.concurrent, default=0.0)
+    return {
+        "limit": limit,
+        "unreserved": limit - total,
+        "reserved": total,
+        "function_reserved": reserved,
+        "provisioned": provisioned,
+        "concurrent_peak": peak,
+        "unreserved_peak": max(profile.unreserved, default=0.0),
+        "claimed_peak": max(profile.claimed) if profile.claimed else None,
+        "headroom": limit - peak,
+        "throttles": float(sum(sum(v) for v in throttled.values())),
+        "function_throttles": {name: float(sum(throttled.get(name, ()))) for name in top},
+        # one datapoint per minute; the account's Throttles add up the functions' per minute
+        "datapoints": {
+            "ConcurrentExecutions": len(profile.concurrent),
+            "UnreservedConcurrentExecutions": len(profile.unreserved),
+            "ClaimedAccountConcurrency": len(profile.claimed),
+            "Throttles": max((len(v) for v in throttled.values()), default=0),
+        },
+    }
 
 
 async def create_organization(

@@ -1,9 +1,17 @@
 """An embedded moto server on loopback, with a small shim for the Lambda operations moto lacks.
 
-moto 5 does not implement CreateCodeSigningConfig/GetCodeSigningConfig (HTTP 404). The shim is a
-WSGI middleware in front of moto's own application that answers those two operations from memory,
-exactly in the shape botocore's service model gives them; everything else goes to moto unchanged.
-The daemon talks to it over HTTP like to any AWS endpoint. Tests use the same server.
+moto 5 answers these Lambda operations with HTTP 404; the shim, a WSGI middleware in front of
+moto's own application, answers them exactly in the shape botocore's service model gives them:
+- CreateCodeSigningConfig / GetCodeSigningConfig, from memory;
+- GetAccountSettings, computed from moto's own state: the account-region's concurrency limit
+  (1000 as in AWS, or what the demo or a test set through `set_concurrency_limit` or
+  `POST /posture-shim/lambda/account-limit`) minus the reservations of its functions in moto;
+- Put/Get/List/DeleteProvisionedConcurrencyConfig(s), from memory, checked against moto's
+  functions, versions and aliases.
+It also enforces on PutFunctionConcurrency what AWS does and moto (without a global environment
+variable) does not: at least 100 of the account-region's limit stays unreserved.
+Everything else goes to moto unchanged. The daemon talks to it over HTTP like to any AWS endpoint.
+Tests use the same server.
 """
 
 from __future__ import annotations
@@ -27,6 +35,19 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 _CSC_PATH = "/2020-04-22/code-signing-configs"
+_ACCOUNT_SETTINGS = re.compile(r"^/2016-08-19/account-settings/?$")
+_PROVISIONED = re.compile(r"^/2019-09-30/functions/([^/]+)/provisioned-concurrency/?$")
+_RESERVED = re.compile(r"^/2017-10-31/functions/([^/]+)/concurrency/?$")
+_ADMIN_LIMIT = "/posture-shim/lambda/account-limit"
+_UNPUBLISHED = "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
+DEFAULT_CONCURRENCY_LIMIT = 1000  # AWS's default per account and region
+MIN_UNRESERVED = 100  # AWS keeps this much of the limit unreserved
+# AWS's documented code size limits (bytes), as GetAccountSettings reports them
+_CODE_LIMITS = {
+    "TotalCodeSize": 80530636800,
+    "CodeSizeUnzipped": 262144000,
+    "CodeSizeZipped": 52428800,
+}
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/")
 _SCOPE = re.compile(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/")
 
@@ -43,6 +64,26 @@ def _account_for(access_key: str) -> str:
     from moto.iam.models import get_account_id_from
 
     return str(get_account_id_from(access_key))
+
+
+def _lambda_backend(account: str, region: str) -> Any:
+    from moto.awslambda.models import lambda_backends
+
+    return lambda_backends[account][region]
+
+
+def _function_name(name_or_arn: str) -> str:
+    """FunctionName from a path segment: a name, a partial or a full ARN (no qualifier)."""
+    text = urllib.parse.unquote(name_or_arn)
+    if ":function:" in text:
+        return text.split(":function:", 1)[1].split(":", 1)[0]
+    return text.split(":", 1)[0]
+
+
+def _timestamp() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
 @dataclass(frozen=True)
@@ -109,12 +150,26 @@ class LambdaGapShim:
     def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]]) -> None:
         self.app = app
         self.code_signing: dict[str, dict[str, Any]] = {}
+        self.concurrency_limits: dict[tuple[str, str], int] = {}
+        # (account, region, function name) -> qualifier -> configuration
+        self.provisioned: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
         self.faults: list[FaultRule] = []
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
             self.code_signing.clear()
+            self.concurrency_limits.clear()
+            self.provisioned.clear()
+
+    def set_concurrency_limit(self, account: str, region: str, limit: int) -> None:
+        """The account-region's ConcurrentExecutions limit (AWS's default 1000 otherwise)."""
+        with self._lock:
+            self.concurrency_limits[(account, region)] = int(limit)
+
+    def concurrency_limit(self, account: str, region: str) -> int:
+        with self._lock:
+            return self.concurrency_limits.get((account, region), DEFAULT_CONCURRENCY_LIMIT)
 
     def add_fault(self, rule: FaultRule) -> None:
         with self._lock:
@@ -165,11 +220,192 @@ class LambdaGapShim:
             )
             return [fault.body]
         path = environ.get("PATH_INFO", "")
-        if path.rstrip("/") == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path.rstrip("/") == "/moto-api/reset" and method == "POST":
             self.reset()
         if path.startswith(_CSC_PATH):
             return self._code_signing(environ, start_response, path)
+        if path == _ADMIN_LIMIT and method == "POST":
+            body = json.loads(self._body(environ) or b"{}")
+            self.set_concurrency_limit(
+                str(body["AccountId"]), str(body["Region"]), int(body["ConcurrentExecutions"])
+            )
+            return self._json(start_response, "200 OK", {})
+        if _ACCOUNT_SETTINGS.match(path) and method == "GET":
+            return self._account_settings(environ, start_response)
+        provisioned = _PROVISIONED.match(path)
+        if provisioned:
+            return self._provisioned(environ, start_response, provisioned.group(1))
+        reserved = _RESERVED.match(path)
+        if reserved and method == "PUT":
+            refused = self._check_reservation(environ, reserved.group(1))
+            if refused is not None:
+                return self._json(start_response, "400 Bad Request", refused)
         return self.app(environ, start_response)
+
+    @staticmethod
+    def _body(environ: Environ) -> bytes:
+        """The request body, left readable for moto."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        return bytes(body)
+
+    @staticmethod
+    def _where(environ: Environ) -> tuple[str, str]:
+        key, region = _caller(environ)
+        return _account_for(key), region
+
+    @staticmethod
+    def _error(code: str, message: str) -> dict[str, Any]:
+        return {"Type": "User", "Message": message, "message": message, "__type": code}
+
+    # --- GetAccountSettings ----------------------------------------------------------------------
+
+    def _account_settings(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        account, region = self._where(environ)
+        backend = _lambda_backend(account, region)
+        latest = list(backend.list_functions())
+        reserved = sum(int(f.reserved_concurrency or 0) for f in latest)
+        code = sum(int(getattr(f, "code_size", 0) or 0) for f in backend.list_functions("ALL"))
+        limit = self.concurrency_limit(account, region)
+        body = {
+            "AccountLimit": {
+                **_CODE_LIMITS,
+                "ConcurrentExecutions": limit,
+                "UnreservedConcurrentExecutions": limit - reserved,
+            },
+            "AccountUsage": {"TotalCodeSize": code, "FunctionCount": len(latest)},
+        }
+        return self._json(start, "200 OK", body)
+
+    def _check_reservation(self, environ: Environ, name_or_arn: str) -> dict[str, Any] | None:
+        """AWS refuses a reservation that leaves less than 100 of the limit unreserved."""
+        account, region = self._where(environ)
+        try:
+            wanted = int(json.loads(self._body(environ) or b"{}")["ReservedConcurrentExecutions"])
+        except (KeyError, TypeError, ValueError):
+            return None  # moto answers malformed requests itself
+        name = _function_name(name_or_arn)
+        others = sum(
+            int(f.reserved_concurrency or 0)
+            for f in _lambda_backend(account, region).list_functions()
+            if f.function_name != name
+        )
+        if self.concurrency_limit(account, region) - others - wanted < MIN_UNRESERVED:
+            return self._error(
+                "InvalidParameterValueException",
+                "Specified ReservedConcurrentExecutions for function decreases account's "
+                f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}].",
+            )
+        return None
+
+    # --- provisioned concurrency -----------------------------------------------------------------
+
+    def _provisioned(
+        self, environ: Environ, start: StartResponse, name_or_arn: str
+    ) -> Iterable[bytes]:
+        account, region = self._where(environ)
+        name = _function_name(name_or_arn)
+        method = environ.get("REQUEST_METHOD", "GET")
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        qualifier = (query.get("Qualifier") or [""])[0]
+        backend = _lambda_backend(account, region)
+        key = (account, region, name)
+        try:
+            fn = backend.get_function(name)
+        except Exception:
+            with self._lock:
+                self.provisioned.pop(key, None)  # deleted in moto: its configurations go too
+            return self._json(
+                start,
+                "404 Not Found",
+                self._error("ResourceNotFoundException", f"Function not found: {name}"),
+            )
+        base_arn = fn.function_arn
+        if method == "GET" and (query.get("List") or [""])[0] == "ALL":
+            with self._lock:
+                configs = dict(self.provisioned.get(key, {}))
+            items = [
+                {"FunctionArn": f"{base_arn}:{q}", **self._ready(c)}
+                for q, c in sorted(configs.items())
+            ]
+            return self._json(start, "200 OK", {"ProvisionedConcurrencyConfigs": items})
+        if not qualifier:
+            return self._json(
+                start,
+                "400 Bad Request",
+                self._error("InvalidParameterValueException", "Qualifier is required"),
+            )
+        if method == "PUT":
+            problem = self._unpublished(backend, name, qualifier)
+            if problem:
+                return self._json(
+                    start, "400 Bad Request", self._error("InvalidParameterValueException", problem)
+                )
+            body = json.loads(self._body(environ) or b"{}")
+            config = {
+                "RequestedProvisionedConcurrentExecutions": int(
+                    body["ProvisionedConcurrentExecutions"]
+                ),
+                "LastModified": _timestamp(),
+            }
+            with self._lock:
+                self.provisioned.setdefault(key, {})[qualifier] = config
+            # AWS answers while allocation is still in progress; Get/List show it done.
+            return self._json(
+                start,
+                "202 Accepted",
+                {
+                    **config,
+                    "AllocatedProvisionedConcurrentExecutions": 0,
+                    "AvailableProvisionedConcurrentExecutions": 0,
+                    "Status": "IN_PROGRESS",
+                },
+            )
+        with self._lock:
+            found = self.provisioned.get(key, {}).get(qualifier)
+            if method == "DELETE" and found is not None:
+                del self.provisioned[key][qualifier]
+        if found is None:
+            return self._json(
+                start,
+                "404 Not Found",
+                self._error(
+                    "ProvisionedConcurrencyConfigNotFoundException",
+                    f"No Provisioned Concurrency Config found for this function: {base_arn}",
+                ),
+            )
+        if method == "DELETE":
+            start("204 No Content", [("Content-Length", "0")])
+            return [b""]
+        return self._json(start, "200 OK", self._ready(found))
+
+    @staticmethod
+    def _ready(config: dict[str, Any]) -> dict[str, Any]:
+        n = config["RequestedProvisionedConcurrentExecutions"]
+        return {
+            **config,
+            "AllocatedProvisionedConcurrentExecutions": n,
+            "AvailableProvisionedConcurrentExecutions": n,
+            "Status": "READY",
+        }
+
+    @staticmethod
+    def _unpublished(backend: Any, name: str, qualifier: str) -> str | None:
+        """Why AWS would refuse provisioned concurrency on this qualifier (None: it accepts)."""
+        if qualifier.upper() == "$LATEST":
+            return _UNPUBLISHED
+        if qualifier.isdigit():
+            versions = {str(v.version) for v in backend.list_versions_by_function(name)}
+            return None if qualifier in versions else f"Function version {qualifier} not found"
+        aliases = {a.name: a for a in backend.list_aliases(name)}
+        alias = aliases.get(qualifier)
+        if alias is None:
+            return f"Alias {qualifier} not found"
+        if str(alias.function_version).upper() == "$LATEST":
+            return _UNPUBLISHED
+        return None
 
     def _code_signing(self, environ: Environ, start: StartResponse, path: str) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")

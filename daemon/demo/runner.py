@@ -40,7 +40,7 @@ def run_demo(http_port: int = 9717, interval: float = 30.0, out: TextIO | None =
 
     from daemon.app import Daemon
     from daemon.config import load_settings
-    from daemon.demo.estate import create_organization, seed_estate
+    from daemon.demo.estate import create_organization, seed_estate, simulate_load
     from daemon.logging import setup_logging
     from daemon.policy import load_policy
 
@@ -71,7 +71,11 @@ def run_demo(http_port: int = 9717, interval: float = 30.0, out: TextIO | None =
             metrics=f"http://127.0.0.1:{http_port}/metrics",
         )
         daemon = Daemon(settings, load_policy(policy_file))
-        await daemon.run()
+        load = asyncio.create_task(simulate_load(accounts.values()), name="simulated-load")
+        try:
+            await daemon.run()
+        finally:
+            load.cancel()
 
     try:
         asyncio.run(main())

@@ -150,6 +150,138 @@ ACCOUNT_UP = _d(
     "state",
 )
 
+# --- Lambda concurrency per account-region (measures: daemon/controls/concurrency.py) ----------
+# A part AWS would not give (GetAccountSettings or GetMetricData failed) leaves its series absent.
+ACCOUNT_REGION = (ACCOUNT, REGION)
+LAMBDA_CONCURRENCY_LIMIT = _d(
+    "posture_lambda_concurrency_limit",
+    "gauge",
+    "Account concurrency limit of Lambda in the region (GetAccountSettings ConcurrentExecutions).",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_UNRESERVED = _d(
+    "posture_lambda_unreserved_concurrency",
+    "gauge",
+    "Unreserved concurrency pool: the limit minus every reservation "
+    "(GetAccountSettings UnreservedConcurrentExecutions; AWS keeps at least 100).",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_RESERVED = _d(
+    "posture_lambda_reserved_concurrency",
+    "gauge",
+    "Sum of the functions' reserved concurrency (absent when one function could not be read).",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_FUNCTION_RESERVED = _d(
+    "posture_lambda_function_reserved_concurrency",
+    "gauge",
+    "Reserved concurrency of a function (only functions with a reservation; 0 = throttled).",
+    (*ACCOUNT_REGION, "function"),
+    "state",
+)
+LAMBDA_PROVISIONED = _d(
+    "posture_lambda_provisioned_concurrency",
+    "gauge",
+    "Provisioned concurrency requested for a function's alias or version (qualifier).",
+    (*ACCOUNT_REGION, "function", "qualifier"),
+    "state",
+)
+LAMBDA_PROVISIONED_ALLOCATED = _d(
+    "posture_lambda_provisioned_concurrency_allocated",
+    "gauge",
+    "Provisioned concurrency allocated (ready) for a function's alias or version; below the "
+    "requested figure while allocation is in progress or failed.",
+    (*ACCOUNT_REGION, "function", "qualifier"),
+    "state",
+)
+LAMBDA_CONCURRENT_PEAK = _d(
+    "posture_lambda_concurrent_executions_peak",
+    "gauge",
+    "Highest ConcurrentExecutions (1-minute Maximum) in the lookback window; 0 when CloudWatch "
+    "had no datapoints (see posture_lambda_concurrency_datapoints).",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_UNRESERVED_PEAK = _d(
+    "posture_lambda_unreserved_concurrent_executions_peak",
+    "gauge",
+    "Highest UnreservedConcurrentExecutions in the lookback window; 0 without datapoints.",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_CLAIMED_PEAK = _d(
+    "posture_lambda_claimed_concurrency_peak",
+    "gauge",
+    "Highest ClaimedAccountConcurrency (unreserved in use + reserved + provisioned) in the "
+    "lookback window; absent when CloudWatch has no such datapoints.",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_HEADROOM = _d(
+    "posture_lambda_concurrency_headroom",
+    "gauge",
+    "Concurrency limit minus the peak of ConcurrentExecutions in the lookback window.",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_THROTTLES = _d(
+    "posture_lambda_throttles",
+    "gauge",
+    "Throttled invocations of all functions in the lookback window (CloudWatch Throttles, Sum).",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_FUNCTION_THROTTLES = _d(
+    "posture_lambda_function_throttles",
+    "gauge",
+    "Throttled invocations in the lookback window of the functions with the largest "
+    "reservations (the policy's concurrency.top_functions).",
+    (*ACCOUNT_REGION, "function"),
+    "state",
+)
+LAMBDA_DATAPOINTS = _d(
+    "posture_lambda_concurrency_datapoints",
+    "gauge",
+    "CloudWatch datapoints behind each account-level figure in the lookback window, by "
+    "metric (ConcurrentExecutions, UnreservedConcurrentExecutions, ClaimedAccountConcurrency, "
+    "Throttles); 0 means idle or not emitted, not measured.",
+    (*ACCOUNT_REGION, "metric"),
+    "state",
+)
+LAMBDA_LOOKBACK = _d(
+    "posture_lambda_concurrency_lookback_seconds",
+    "gauge",
+    "The lookback window of the concurrency peaks and throttles (policy concurrency section).",
+    (),
+    "state",
+)
+LAMBDA_MIN_HEADROOM_RATIO = _d(
+    "posture_lambda_concurrency_min_headroom_ratio",
+    "gauge",
+    "min_headroom_ratio of lambda-concurrency-headroom for the account-region (overrides "
+    "applied; absent where the control is disabled): for alert rules.",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_MIN_UNRESERVED = _d(
+    "posture_lambda_concurrency_min_unreserved",
+    "gauge",
+    "min_unreserved of lambda-unreserved-concurrency for the account-region: for alert rules.",
+    ACCOUNT_REGION,
+    "state",
+)
+LAMBDA_MAX_RESERVED_FRACTION = _d(
+    "posture_lambda_concurrency_max_reserved_fraction",
+    "gauge",
+    "max_reserved_fraction of lambda-reserved-concurrency-fraction for the account-region: for "
+    "alert rules.",
+    ACCOUNT_REGION,
+    "state",
+)
+
 # --- the daemon's own health (instrumented) ------------------------------------------------------
 RECONCILE_DURATION = _d(
     "posture_reconcile_duration_seconds",

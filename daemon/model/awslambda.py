@@ -36,6 +36,11 @@ ASPECT_WEB = "web_stages"  # API Gateway stages (WAF association)
 ASPECT_LAYER_POLICY = "layer_policy"  # GetLayerVersionPolicy
 ASPECT_CONFIG_RECORDER = "config_recorder"
 ASPECT_CLOUDTRAIL = "cloudtrail"
+ASPECT_PROVISIONED = "provisioned_concurrency"  # ListProvisionedConcurrencyConfigs (per function)
+# Aspects of the account-region's Lambda concurrency (on RegionPosture.errors):
+ASPECT_ACCOUNT_SETTINGS = "account_settings"  # GetAccountSettings: limit and unreserved pool
+ASPECT_CONCURRENCY_METRICS = "concurrency_metrics"  # CloudWatch GetMetricData: peaks, throttles
+ASPECT_RESERVATIONS = "reservations"  # every function's reserved concurrency (GetFunction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,17 @@ class ApiStage:
 
 
 @dataclass(frozen=True, slots=True)
+class ProvisionedConcurrency:
+    """A provisioned concurrency configuration of one alias or published version."""
+
+    qualifier: str  # alias name or version number
+    requested: int
+    allocated: int
+    available: int | None = None
+    status: str = ""  # IN_PROGRESS | READY | FAILED
+
+
+@dataclass(frozen=True, slots=True)
 class LambdaFunction:
     arn: str
     name: str
@@ -164,6 +180,7 @@ class LambdaFunction:
     log_group_name: str = ""
     log_group: LogGroup | None = None  # None: the log group does not exist
     web_stages: tuple[ApiStage, ...] = ()
+    provisioned: tuple[ProvisionedConcurrency, ...] = ()  # by qualifier
     errors: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
     resource_type: str = FUNCTION
 
@@ -208,11 +225,65 @@ class Trail:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencyWindow:
+    """What the collector asks CloudWatch for (from the policy's `concurrency` section)."""
+
+    lookback_seconds: int = 900
+    period_seconds: int = 60
+    top_functions: int = 10  # functions, by reserved concurrency, whose throttles are queried
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    """GetAccountSettings for one account-region."""
+
+    concurrency_limit: int  # AccountLimit.ConcurrentExecutions
+    unreserved_concurrency: int  # AccountLimit.UnreservedConcurrentExecutions
+    function_count: int | None = None  # AccountUsage.FunctionCount
+
+
+@dataclass(frozen=True, slots=True)
+class MetricWindow:
+    """One CloudWatch query over the lookback window.
+
+    `value` is the maximum (gauges) or the sum (counts) of the datapoints, 0 when there were none;
+    `datapoints` says how many there were, so "idle" is never mistaken for a measurement.
+    """
+
+    datapoints: int = 0
+    value: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyUsage:
+    """Account-level Lambda concurrency from CloudWatch (AWS/Lambda, no dimensions)."""
+
+    window: ConcurrencyWindow
+    concurrent: MetricWindow  # ConcurrentExecutions, Maximum
+    unreserved: MetricWindow  # UnreservedConcurrentExecutions, Maximum
+    claimed: MetricWindow  # ClaimedAccountConcurrency, Maximum (not emitted everywhere)
+    throttles: MetricWindow  # Throttles, Sum
+    function_throttles: tuple[tuple[str, MetricWindow], ...] = ()  # top functions, Sum
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaConcurrency:
+    """The account-region's concurrency budget. A part that could not be read is None, and the
+    reason is an aspect error on the RegionPosture (never a guessed default)."""
+
+    settings: AccountSettings | None
+    usage: ConcurrencyUsage | None
+    reserved_total: int | None  # sum of the functions' reservations (None: one is unreadable)
+    reserved_functions: int = 0  # functions with a reservation
+
+
+@dataclass(frozen=True, slots=True)
 class RegionPosture(RegionResource):
     """Region-wide state that several services' controls read."""
 
     config_recorders: tuple[ConfigRecorder, ...] = ()
     trails: tuple[Trail, ...] = ()
+    lambda_concurrency: LambdaConcurrency | None = None  # None: not collected
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,10 @@ Shape (YAML):
         expires: 2027-03-31
     reference:
       lambda_runtimes: {python3.10: 2026-06-30}
+    concurrency:
+      lookback_minutes: 15
+      period_seconds: 60
+      top_functions: 10
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pydantic import (
 )
 
 from daemon.model import Severity
+from daemon.model.awslambda import ConcurrencyWindow
 
 
 def _account_id_text(value: Any) -> Any:
@@ -174,9 +179,47 @@ class ReferenceData(Strict):
         return v
 
 
+class ConcurrencyMeasurement(Strict):
+    """How Lambda concurrency is measured: the CloudWatch window behind every peak and throttle
+    count, and so behind the thresholds of the concurrency controls."""
+
+    lookback_minutes: int = Field(
+        default=15,
+        ge=1,
+        le=1440,
+        description="Window for peaks (Maximum) and throttles (Sum), ending at the sweep.",
+    )
+    period_seconds: int = Field(
+        default=60,
+        ge=60,
+        le=3600,
+        description="CloudWatch period; Lambda publishes 1-minute metrics (a multiple of 60).",
+    )
+    top_functions: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="Functions with the largest reserved concurrency whose throttles are queried.",
+    )
+
+    @model_validator(mode="after")
+    def _period(self) -> ConcurrencyMeasurement:
+        if self.period_seconds % 60:
+            raise ValueError("period_seconds must be a multiple of 60")
+        if self.period_seconds > self.lookback_minutes * 60:
+            raise ValueError("period_seconds is longer than the lookback window")
+        return self
+
+    def window(self) -> ConcurrencyWindow:
+        return ConcurrencyWindow(
+            self.lookback_minutes * 60, self.period_seconds, self.top_functions
+        )
+
+
 class PolicyDocument(Strict):
     version: Literal[1]
     scope: Scope
     controls: dict[str, ControlSettings] = {}
     exemptions: list[Exemption] = []
     reference: ReferenceData = ReferenceData()
+    concurrency: ConcurrencyMeasurement = ConcurrencyMeasurement()

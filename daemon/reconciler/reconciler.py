@@ -187,6 +187,7 @@ class Reconciler:
             global_api=self.gateway.api(target.account_id, settings.aws.region),
             now=now,
             concurrency=settings.reconciler.per_target_concurrency,
+            concurrency_window=policy.document.concurrency.window(),
         )
         async with asyncio.timeout(settings.reconciler.target_timeout_seconds):
             snapshot = await collector.collect(ctx)

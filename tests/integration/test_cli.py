@@ -116,9 +116,14 @@ async def test_check_exit_codes_and_json(moto: EmbeddedMoto, tmp_path: Path) -> 
     assert proc.returncode == 1, proc.stderr  # a low-severity violation exists (X-Ray)
     report = json.loads(proc.stdout)
     assert report["summary"]["violations_by_severity"]["low"] == 1
-    # the seeded primary region also holds a publicly shared layer version (high)...
+    # the seeded primary region also holds a publicly shared layer version (high) and runs near
+    # its concurrency limit (high)...
     controls = {f["control"] for f in report["findings"] if f["status"] == "fail"}
-    assert controls == {"lambda-xray-active", "lambda-layer-not-public"}
+    assert controls == {
+        "lambda-xray-active",
+        "lambda-layer-not-public",
+        "lambda-concurrency-headroom",
+    }
 
     # ...so nothing at or above critical
     proc = cli("check", "--policy", str(path), "--fail-on", "critical")

@@ -21,6 +21,7 @@ from daemon.demo.estate import (
     DEMO_REGIONS,
     SEEDED_SECRETS,
     Violation,
+    expected_concurrency,
     expected_violations,
     functions_in,
 )
@@ -198,8 +199,32 @@ def test_daemon_health_metrics(run: EstateRun) -> None:
     functions = sum(len(functions_in(r)) for r in DEMO_REGIONS) * len(run.accounts)
     assert calls["ListFunctions"] == 6  # one page per target
     assert calls["GetFunction"] == functions  # one per function
+    assert calls["GetAccountSettings"] == 6  # one per account-region
+    published = sum(1 for r in DEMO_REGIONS for f in functions_in(r) if f.publish)
+    assert calls["ListProvisionedConcurrencyConfigs"] == published * len(run.accounts)
+    assert (
+        value(
+            s, "posture_aws_api_requests_total", aws_service="cloudwatch", operation="GetMetricData"
+        )
+        == 6
+    )
     assert value(s, "posture_policy_reload_failures_total") == 0
     assert run.readyz[0] == 200 and run.livez[0] == 200
+
+
+def test_concurrency_headroom_of_every_account_region(run: EstateRun) -> None:
+    for a in run.accounts:
+        for r in DEMO_REGIONS:
+            expected = expected_concurrency(r)
+            where = {"aws_account_id": a, "aws_region": r}
+            assert (
+                value(run.samples, "posture_lambda_concurrency_limit", **where) == expected["limit"]
+            )
+            assert (
+                value(run.samples, "posture_lambda_concurrency_headroom", **where)
+                == expected["headroom"]
+            )
+            assert value(run.samples, "posture_lambda_throttles", **where) == expected["throttles"]
 
 
 def test_every_exposed_family_is_in_the_contract(run: EstateRun) -> None:

@@ -452,7 +452,12 @@ def test_controls_lists_every_enabled_control_even_without_resources() -> None:
     assert {f.control for f in ev.findings} == {
         "lambda-config-recording",
         "lambda-cloudtrail-management-events",
+        "lambda-concurrency-headroom",
+        "lambda-unreserved-concurrency",
+        "lambda-reserved-concurrency-fraction",
     }
+    # a snapshot without concurrency data (not collected) never passes the concurrency controls
+    assert {f.status for f in ev.findings if "concurrency" in f.control} == {Status.ERROR}
     default_severity = {cid: c.severity for cid, c in all_controls().items()}
     assert all(default_severity[c] is s for c, s in ev.controls)
 
