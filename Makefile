@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff format daemon tests
 	$(BIN)/ruff check --fix daemon tests
 
-## Regenerate docs/controls.md and docs/metrics.md from the code.
+## Regenerate docs/*.md, deploy/iam and the Helm chart's generated files from the code.
 docs: $(STAMP)
 	$(BIN)/python -m daemon.docs
 
