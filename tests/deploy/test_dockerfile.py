@@ -280,7 +280,14 @@ def test_image_venv_runs_the_daemon_without_writing_to_its_install_tree(
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the daemon did not serve /livez"
             time.sleep(0.1)
-        assert _get(f"http://127.0.0.1:{port}/readyz") == 503  # AWS unreachable: not ready
+        # AWS is unreachable: the first reconcile fails, and the daemon reports it
+        while _get(f"http://127.0.0.1:{port}/readyz") != 200:
+            assert time.monotonic() < deadline, "no first reconcile"
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert 'posture_target_up{aws_account_id="111111111111"' in metrics
+        assert re.search(r"^posture_target_up\{[^}]*\} 0\.0$", metrics, re.MULTILINE)
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0]
