@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format docs check-docs system-deps clean
+.PHONY: demo test lint format docs check-docs system-deps image-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,14 @@ format: $(STAMP)
 	$(BIN)/ruff format daemon tests
 	$(BIN)/ruff check --fix daemon tests
 
-## Regenerate docs/controls.md and docs/metrics.md from the code.
+## Regenerate docs/*.md, deploy/iam and the Helm chart's generated files from the code.
 docs: $(STAMP)
 	$(BIN)/python -m daemon.docs
+
+## Opt-in, not CI (root, buildah, podman, debootstrap): build the image from the Dockerfile
+## without Docker or a registry and run it on a read-only root filesystem.
+image-check:
+	deploy/docker/image-check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

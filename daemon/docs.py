@@ -1,7 +1,8 @@
-"""Reference documentation generated from code: docs/controls.md and docs/metrics.md.
+"""Reference documentation generated from code: docs/controls.md, docs/metrics.md, docs/settings.md.
 
 `python -m daemon.docs` rewrites them; `python -m daemon.docs --check` fails when they are stale
-(the test suite runs the check).
+(the test suite runs the check). Both also run `python -m daemon.deploy` (IAM policies and the
+Helm chart's generated files).
 """
 
 from __future__ import annotations
@@ -192,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         sys.stderr.write("out of date (run `python -m daemon.docs`): " + ", ".join(stale) + "\n")
         return 1
-    return 0
+    # The deployment artefacts generated from code (IAM policies, the chart's rules, dashboards
+    # and schema) are refreshed and checked with the docs, so one command keeps everything current.
+    from daemon import deploy
+
+    return deploy.main(["--check"] if args.check else [])
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class AwsGateway:
     def __init__(self, settings: AwsSettings, metrics: HealthMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.sessions = Sessions(settings)
+        self.sessions = Sessions(settings, on_create=self._instrument)
         self.pool = ClientPool(self.sessions, settings, on_create=self._instrument)
         self._account_limits: dict[str, asyncio.Semaphore] = {}
 

@@ -29,8 +29,16 @@ from aiobotocore.session import AioSession, get_session
 
 from daemon.aws.errors import AwsError, ErrorKind, to_aws_error
 from daemon.config import AwsSettings
+from daemon.model.operations import Operation
 
 SESSION_NAME = "posture-daemon"
+
+# Made with the daemon's own credentials. GetCallerIdentity needs no permission (AWS allows it
+# even when denied); it is listed so the hub policy names every call the hub makes.
+OPERATIONS = (
+    Operation("sts", "GetCallerIdentity", "sts:GetCallerIdentity", principal="hub"),
+    Operation("sts", "AssumeRole", "sts:AssumeRole", principal="hub"),
+)
 ROLE_PREFIX = "role:"  # a session principal that names a role instead of an account
 
 # A client is an aiobotocore client; its type is generated at runtime.
@@ -57,8 +65,16 @@ class _Entry:
 class Sessions:
     """Credentials per account. The daemon's own account uses the base session."""
 
-    def __init__(self, settings: AwsSettings) -> None:
+    def __init__(self, settings: AwsSettings, on_create: ClientHook | None = None) -> None:
         self._settings = settings
+        self._on_create = on_create  # instruments the STS clients like every other client
+        # STS calls get the same retries and timeouts as every other client.
+        self._sts_config = AioConfig(
+            retries={"mode": "adaptive", "max_attempts": settings.max_attempts},
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            user_agent_extra="posture-daemon",
+        )
         self._base = get_session()
         self._loader = self._base.get_component("data_loader")
         self._by_account: dict[str, AioSession] = {}
@@ -70,13 +86,22 @@ class Sessions:
     def base(self) -> AioSession:
         return self._base
 
+    @asynccontextmanager
+    async def _sts(self, account_id: str) -> AsyncIterator[Client]:
+        """An STS client with the daemon's own credentials (for AssumeRole and identity)."""
+        region = self._settings.region
+        async with self._base.create_client(
+            "sts", region_name=region, config=self._sts_config
+        ) as sts:
+            if self._on_create is not None:
+                self._on_create(sts, account_id, region, "sts")
+            yield sts
+
     async def own_account_id(self) -> str:
         async with self._own_lock:
             if self._own_account is None:
                 try:
-                    async with self._base.create_client(
-                        "sts", region_name=self._settings.region
-                    ) as sts:
+                    async with self._sts("") as sts:
                         ident = await sts.get_caller_identity()
                 except Exception as exc:
                     raise to_aws_error(
@@ -121,7 +146,7 @@ class Sessions:
         if self._settings.external_id is not None:
             params["ExternalId"] = self._settings.external_id.get_secret_value()
         try:
-            async with self._base.create_client("sts", region_name=self._settings.region) as sts:
+            async with self._sts(account_id) as sts:
                 resp = await sts.assume_role(**params)
         except Exception as exc:
             err = to_aws_error(

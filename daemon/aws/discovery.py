@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 from daemon.aws.api import AwsGateway
 from daemon.aws.clients import ROLE_PREFIX
+from daemon.model.operations import Operation
 from daemon.policy.models import OrganizationsScope
+
+OPERATIONS = (
+    Operation(
+        "organizations", "ListAccounts", "organizations:ListAccounts", principal="organizations"
+    ),
+    # with `regions: all`, asked of each account with that account's (reader) credentials
+    Operation("ec2", "DescribeRegions", "ec2:DescribeRegions"),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,18 +20,19 @@ from daemon.aws.api import AwsApi
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.model import CollectionIssue, Snapshot, Target
 from daemon.model.awslambda import ConcurrencyWindow
+from daemon.model.operations import Operation
+
+__all__ = [  # Operation is defined with the model (daemon/aws declares operations too)
+    "AspectErrors",
+    "CollectContext",
+    "Collector",
+    "Operation",
+    "absent_if_not_found",
+    "first_error",
+    "parse_timestamp",
+]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """An AWS operation a collector calls, with the IAM action it needs."""
-
-    service: str  # botocore service name
-    operation: str  # wire name, as in posture_aws_api_requests_total{operation}
-    iam_action: str
-    optional: bool = False  # only with an opt-in feature
 
 
 @dataclass

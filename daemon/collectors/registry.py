@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from daemon.aws import clients, discovery
 from daemon.collectors import awslambda
 from daemon.collectors.base import Collector, Operation
 from daemon.collectors.iam import RoleReader
@@ -18,8 +19,11 @@ def build_collectors(settings: Settings) -> dict[str, Collector]:
 
 
 def declared_operations() -> tuple[Operation, ...]:
-    """Every operation a collector may call (for zero-initialised metrics and the IAM policy)."""
+    """Every operation the daemon may call: the collectors' and those of sessions and discovery.
+
+    For zero-initialised metrics and the IAM policies (`python -m daemon.deploy`).
+    """
     seen: dict[tuple[str, str], Operation] = {}
-    for op in awslambda.OPERATIONS:
+    for op in (*clients.OPERATIONS, *discovery.OPERATIONS, *awslambda.OPERATIONS):
         seen.setdefault((op.service, op.operation), op)
     return tuple(seen.values())

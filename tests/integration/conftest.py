@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiobotocore.session import get_session
 
-from daemon.demo.estate import DEMO_REGIONS, seed_estate
+from daemon.demo.estate import DEMO_REGIONS, PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 from daemon.demo.runner import demo_policy_text
 
@@ -45,3 +46,17 @@ def policy_for(accounts: tuple[str, ...] | list[str], tmp: Path, **scope: object
     path = tmp / "policy.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+async def organization() -> dict[str, str]:
+    """The organization of moto's default (management) account: three empty member accounts,
+    created once per session; returns {name: account id} (the management account is "master")."""
+    async with get_session().create_client("organizations", region_name=PRIMARY) as org:
+        try:
+            await org.describe_organization()
+        except org.exceptions.AWSOrganizationsNotInUseException:
+            await org.create_organization(FeatureSet="ALL")
+            for name in ("alpha", "beta", "gamma"):
+                await org.create_account(Email=f"{name}@example.com", AccountName=name)
+        accounts = (await org.list_accounts())["Accounts"]
+    return {a["Name"]: a["Id"] for a in accounts}

@@ -13,27 +13,14 @@ from daemon.demo.moto_server import EmbeddedMoto
 from daemon.policy import load_policy
 from daemon.reconciler.sharding import shard_of
 
-from .conftest import policy_for
+from .conftest import organization, policy_for
 from .harness import settings_for
-
-
-async def _organization() -> dict[str, str]:
-    """The organization of moto's default (management) account, created once per session."""
-    async with get_session().create_client("organizations", region_name=PRIMARY) as org:
-        try:
-            await org.describe_organization()
-        except org.exceptions.AWSOrganizationsNotInUseException:
-            await org.create_organization(FeatureSet="ALL")
-            for name in ("alpha", "beta", "gamma"):
-                await org.create_account(Email=f"{name}@example.com", AccountName=name)
-        accounts = (await org.list_accounts())["Accounts"]
-    return {a["Name"]: a["Id"] for a in accounts}
 
 
 async def test_organizations_discovery_with_include_exclude(
     moto: EmbeddedMoto, tmp_path: Path
 ) -> None:
-    accounts = await _organization()
+    accounts = await organization()
     path = tmp_path / "policy.yaml"
     path.write_text(
         yaml.safe_dump(
