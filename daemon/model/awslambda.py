@@ -14,6 +14,8 @@ from types import MappingProxyType
 
 from daemon.model.core import EMPTY_TAGS, RegionResource, Target
 from daemon.model.iampolicy import PolicyDocument
+# re-exported: Lambda functions carry reduced environment variables (shared with ECS)
+from daemon.model.secrets import EnvVar as EnvVar
 
 FUNCTION = "lambda-function"
 LAYER_VERSION = "lambda-layer-version"
@@ -36,19 +38,6 @@ ASPECT_WEB = "web_stages"  # API Gateway stages (WAF association)
 ASPECT_LAYER_POLICY = "layer_policy"  # GetLayerVersionPolicy
 ASPECT_CONFIG_RECORDER = "config_recorder"
 ASPECT_CLOUDTRAIL = "cloudtrail"
-
-
-@dataclass(frozen=True, slots=True)
-class EnvVar:
-    """An environment variable, reduced at the collector: its name and what its value looks like.
-
-    The value itself is dropped where it is read and never stored.
-    """
-
-    name: str
-    has_value: bool = True  # False for an empty string
-    value_kinds: frozenset[str] = frozenset()  # detector names that matched the value
-    is_reference: bool = False  # the value points at Secrets Manager / SSM rather than holding data
 
 
 @dataclass(frozen=True, slots=True)
