@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from daemon.model import secrets
 from daemon.model.core import EMPTY_TAGS, RegionResource, Target
 from daemon.model.iampolicy import PolicyDocument
-# re-exported: Lambda functions carry reduced environment variables (shared with ECS)
-from daemon.model.secrets import EnvVar as EnvVar
+
+# Lambda functions carry reduced environment variables (the same value ECS containers carry).
+EnvVar = secrets.EnvVar
 
 FUNCTION = "lambda-function"
 LAYER_VERSION = "lambda-layer-version"
