@@ -19,6 +19,9 @@ from daemon.demo.moto_server import EmbeddedMoto
 from daemon.demo.runner import demo_policy_text
 
 ESTATE_ACCOUNTS = ("111111111111", "222222222222", "333333333333")
+# Tests about the daemon's machinery (reconcile, reload, CLI, credentials) scan Lambda only: fewer
+# targets keep them fast and their assertions about "the target" unambiguous.
+LAMBDA_ONLY = ["lambda"]
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +41,8 @@ def estate(moto: EmbeddedMoto) -> tuple[str, ...]:
 
 
 def policy_for(accounts: tuple[str, ...] | list[str], tmp: Path, **scope: object) -> Path:
-    """The demo policy with a static account list instead of Organizations discovery."""
+    """The demo policy (every service) with a static account list instead of Organizations
+    discovery; `scope` entries (regions, services) replace the demo's."""
     doc = yaml.safe_load(demo_policy_text())
     doc["scope"]["accounts"] = {"static": [{"id": a, "name": f"acct-{a[:3]}"} for a in accounts]}
     doc["scope"].update(scope)
