@@ -181,7 +181,10 @@ class TaskDefinitionReader:
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         result = await asyncio.shield(task)
-        self._cache[key] = (time.monotonic(), result)
+        now = time.monotonic()
+        self._cache[key] = (now, result)
+        for other in [k for k, (at, _) in self._cache.items() if now - at >= self.ttl]:
+            del self._cache[other]  # account-regions no longer scanned do not linger
         return result
 
     async def _read(self, ctx: CollectContext) -> tuple[m.TaskDefinition, ...]:

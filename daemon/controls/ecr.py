@@ -61,7 +61,7 @@ def image_scanning(repo: m.Repository, p: ScanningParams, ctx: EvalContext) -> O
         return failed("basic scanning only; enhanced scanning is required")
     if repo.scan_on_push:
         return passed("scan on push")
-    if frequency == m.SCAN_ON_PUSH:
+    if m.SCAN_ON_PUSH in registry.frequencies_for(repo.name):
         return passed("scan on push by a registry rule")
     return failed("images are not scanned on push")
 
@@ -182,7 +182,8 @@ class CmkParams(Params):
     ECR permissions alone. A customer-managed key adds a key policy you control, the ability to
     revoke access by disabling the key, and an audit trail of every use.""",
     remediation="""Encryption is fixed when a repository is created: create a new repository with
-    encryptionType KMS and your key, push the images there and delete the old repository.""",
+    encryptionType KMS and your key, push the images there and delete the old repository.
+    Re-enable a disabled key, or cancel its deletion, before images become unreadable.""",
     params=CmkParams,
     requires=(m.ASPECT_KMS_KEY,),
     security_hub="ECR.5",
@@ -196,6 +197,8 @@ def cmk_encryption(repo: m.Repository, p: CmkParams, ctx: EvalContext) -> Outcom
         return failed(f"{repo.encryption_type} with the AWS-managed key aws/ecr")
     if not key.found:
         return failed(f"KMS key {repo.kms_key_arn} does not exist")
+    if key.unusable:
+        return failed(f"KMS key {key.key_arn or key.arn} is {key.key_state}: images cannot be read")
     if key.key_manager != "CUSTOMER":
         return failed(f"KMS key {repo.kms_key_arn} is AWS-managed")
     if p.allowed_key_arns and not glob_any(key.key_arn or key.arn, p.allowed_key_arns):

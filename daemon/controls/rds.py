@@ -66,7 +66,8 @@ class EncryptionParams(Params):
     key adds a key policy you control and the ability to revoke access.""",
     remediation="""Encryption is fixed at creation: snapshot the database, copy the snapshot with
     encryption (your KMS key), restore from it, switch clients over and delete the unencrypted
-    database.""",
+    database. A key that is disabled or pending deletion must be re-enabled (or its deletion
+    cancelled) before the database loses access to its data.""",
     params=EncryptionParams,
     security_hub="RDS.3, RDS.27",
     aws_config_rule="rds-storage-encrypted, rds-cluster-encrypted-at-rest",
@@ -74,6 +75,12 @@ class EncryptionParams(Params):
 def storage_encrypted(db: m.Database, p: EncryptionParams, ctx: EvalContext) -> Outcome | None:
     if not db.storage_encrypted:
         return failed(f"{_kind(db)} storage is not encrypted")
+    current = db.kms_key
+    if current is not None and current.unusable:
+        return failed(
+            f"KMS key {current.key_arn or current.arn} is {current.key_state}: the data, its "
+            "snapshots and backups become unreadable"
+        )
     if not (p.require_customer_managed_key or p.allowed_key_arns):
         return passed(f"encrypted with {db.kms_key_id or 'a KMS key'}")
     if m.ASPECT_KMS_KEY in db.errors:

@@ -50,13 +50,17 @@ class RegistryScanning:
     scan_type: str  # BASIC | ENHANCED
     rules: tuple[ScanRule, ...] = ()
 
+    def frequencies_for(self, repository: str) -> frozenset[str]:
+        """The scan frequencies of every registry rule that matches the repository."""
+        return frozenset(r.frequency for r in self.rules if r.matches(repository))
+
     def frequency_for(self, repository: str) -> str | None:
         """The most frequent scanning a registry rule gives the repository (None: no rule)."""
-        found = [r.frequency for r in self.rules if r.matches(repository)]
+        found = self.frequencies_for(repository)
         for frequency in (CONTINUOUS_SCAN, SCAN_ON_PUSH):
             if frequency in found:
                 return frequency
-        return found[0] if found else None
+        return next(iter(sorted(found)), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,3 +22,13 @@ class KmsKey:
     @property
     def customer_managed(self) -> bool:
         return self.found and self.key_manager == "CUSTOMER"
+
+    @property
+    def unusable(self) -> bool:
+        """The key cannot decrypt now, or will not after its deletion date."""
+        return self.found and self.key_state in UNUSABLE_STATES
+
+
+UNUSABLE_STATES = frozenset(
+    {"Disabled", "PendingDeletion", "PendingReplicaDeletion", "Unavailable"}
+)

@@ -89,6 +89,11 @@ class TestImageScanning:
         expect(run(self.CID, repo), Status.PASS, "registry rule")
         other = make_repo("web", scan_on_push=False, registry_scanning=scanning)
         expect(run(self.CID, other), Status.FAIL)
+        # any matching rule counts, whatever other rules say
+        both = m.RegistryScanning(
+            "BASIC", (m.ScanRule("MANUAL", ("*",)), m.ScanRule("SCAN_ON_PUSH", ("api",)))
+        )
+        expect(run(self.CID, make_repo(scan_on_push=False, registry_scanning=both)), Status.PASS)
 
     def test_enhanced_scanning_uses_registry_rules_only(self) -> None:
         scanning = m.RegistryScanning("ENHANCED", (m.ScanRule("CONTINUOUS_SCAN", ("api",)),))
@@ -187,6 +192,10 @@ class TestCmkEncryption:
         expect(run(self.CID, aws_key), Status.FAIL, "AWS-managed")
         gone = make_repo(kms_key=KmsKey(CMK, found=False))
         expect(run(self.CID, gone), Status.FAIL, "does not exist")
+        pending = make_repo(
+            kms_key=KmsKey(CMK, key_manager="CUSTOMER", key_state="PendingDeletion")
+        )
+        expect(run(self.CID, pending), Status.FAIL, "PendingDeletion")
         dsse = make_repo(encryption_type="KMS_DSSE")
         expect(run(self.CID, dsse), Status.PASS, "KMS_DSSE")
 

@@ -126,6 +126,13 @@ class TestStorageEncrypted:
         expect(run(self.CID, denied, {"require_customer_managed_key": True}), Status.ERROR)
         expect(run(self.CID, denied), Status.PASS)  # the key is not needed then
 
+    @pytest.mark.parametrize("state", ["Disabled", "PendingDeletion", "PendingReplicaDeletion"])
+    def test_an_unusable_key_fails_whatever_the_parameters(self, state: str) -> None:
+        key = KmsKey(CMK, key_manager="AWS", key_state=state, key_arn=CMK)
+        expect(run(self.CID, make_cluster(kms_key=key)), Status.FAIL, state, "unreadable")
+        enabled = KmsKey(CMK, key_manager="AWS", key_state="Enabled", key_arn=CMK)
+        expect(run(self.CID, make_cluster(kms_key=enabled)), Status.PASS)
+
     def test_allowed_keys_imply_a_customer_key(self) -> None:
         expect(run(self.CID, make_instance(), {"allowed_key_arns": ["*:key/2222"]}), Status.FAIL)
         expect(run(self.CID, make_instance(), {"allowed_key_arns": ["*:key/1111"]}), Status.PASS)
