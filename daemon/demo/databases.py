@@ -10,7 +10,7 @@ demo database names its security group and key.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from daemon.demo.common import RegionClients, Regions, in_region, selected
@@ -37,6 +37,7 @@ class DbSpec:
     logs: tuple[str, ...] = ("postgresql",)
     sg: Literal["private", "open"] = "private"
     port: int = DB_PORT
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,12 @@ INSTANCES: tuple[DbSpec, ...] = (
     DbSpec("pinned-version-db", _v("rds-auto-minor-version-upgrade"), auto_minor=False),
     DbSpec("password-auth-db", _v("rds-iam-authentication"), iam_auth=False),
     DbSpec("unmonitored-db", _v("rds-enhanced-monitoring"), monitoring=0),
+    # exempted by tag in the demo policy: a failure, but not a violation
+    DbSpec(
+        "reporting-replica",
+        monitoring=0,
+        tags={"posture/exempt": "rds-enhanced-monitoring"},
+    ),
     DbSpec("no-log-exports-db", _v("rds-log-exports"), logs=()),
     DbSpec("reporting-mysql", engine="mysql", logs=("error", "slowquery")),
     DbSpec("open-sg-db", _v("rds-security-group-no-public-ingress"), sg="open"),
@@ -182,7 +189,11 @@ async def seed_rds(
                 "Port": db.port,
                 "BackupRetentionPeriod": 7,
                 "CopyTagsToSnapshot": True,
-                "Tags": [{"Key": "env", "Value": db.env}, {"Key": "app", "Value": db.name}],
+                "Tags": [
+                    {"Key": "env", "Value": db.env},
+                    {"Key": "app", "Value": db.name},
+                    *({"Key": k, "Value": v} for k, v in db.tags.items()),
+                ],
             }
             if db.encrypted:
                 params["KmsKeyId"] = shared["kms"]

@@ -194,6 +194,12 @@ def test_denominators_exemptions_and_inventory(run: EstateRun) -> None:
         )
         == 1
     )
+    rds = {**target, "aws_service": "rds"}
+    assert (
+        value(s, "posture_exemptions", **rds, control="rds-enhanced-monitoring", state="active")
+        == 1
+    )
+    assert value(s, "posture_violations", **rds, control="rds-enhanced-monitoring") == 1
     assert value(s, "posture_resources", **target, resource_type="lambda-function") == 26
     assert value(s, "posture_resources", **target, resource_type="lambda-layer-version") == 2
     for region in DEMO_REGIONS:
