@@ -25,6 +25,7 @@ from daemon.model import ecr as m
 from daemon.model import frozen_errors, frozen_tags
 from daemon.model.ecs import TaskDefinition
 from daemon.model.iampolicy import PolicyDocument, PolicyParseError, parse_policy
+from daemon.model.kms import KmsKey
 
 SERVICE = "ecr"
 IN_USE_CONTROL = "ecr-in-use-images-no-critical-findings"
@@ -160,7 +161,7 @@ def _parse_policy_text(text: Any) -> tuple[PolicyDocument | None, str | None]:
 class _Shared:
     scanning: m.RegistryScanning | None
     scanning_error: str | None
-    keys: Mapping[str, Any]
+    keys: Mapping[str, KmsKey | str]  # key ARN -> key, or the error code of DescribeKey
     in_use: dict[str, dict[ImageRef, list[str]]] | None  # None: not collected
     in_use_error: str | None = None
 
@@ -219,6 +220,8 @@ class EcrCollector:
     async def _scan(self, ctx: CollectContext, ref: ImageRef, used_by: list[str]) -> m.ImageInUse:
         image_id = {"imageDigest": ref.digest} if ref.digest else {"imageTag": ref.tag}
         base = m.ImageInUse(ref.reference, ref.tag, ref.digest, tuple(sorted(used_by)))
+        # One page is enough: findingSeverityCounts covers every finding; the page's findings
+        # only name a few of them in the evidence.
         try:
             resp = await ctx.api.call(
                 "ecr",
