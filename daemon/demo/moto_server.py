@@ -68,13 +68,13 @@ class ShimRequest:
     access_key: str
     region: str
     service: str
-    target: str = ""  # X-Amz-Target of JSON-protocol services (ECR, ECS, KMS...): Prefix.Operation
+    amz_target: str = ""  # X-Amz-Target: the operation of JSON-protocol services
 
     @property
     def operation(self) -> str:
-        """The operation of a JSON-protocol (X-Amz-Target) or query-protocol (Action) request."""
-        if self.target:
-            return self.target.rsplit(".", 1)[-1]
+        """The operation name for query and JSON protocols ("" for REST services)."""
+        if self.amz_target:
+            return self.amz_target.rsplit(".", 1)[-1]
         return self.form().get("Action", "")
 
     def form(self) -> dict[str, str]:
@@ -156,7 +156,7 @@ class GapShim:
             access_key=key,
             region=region,
             service=scope.group(1) if scope else "",
-            target=environ.get("HTTP_X_AMZ_TARGET", ""),
+            amz_target=environ.get("HTTP_X_AMZ_TARGET", ""),
         )
         for rule in rules:
             response = rule(request)
