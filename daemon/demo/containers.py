@@ -5,7 +5,7 @@ What moto 5.2 cannot represent, and how the demo copes:
 - DescribeImages carries no scan summary or pull times, and DescribeImageScanFindings answers a
   fixed HIGH finding unless results are registered: the seeder registers each scanned image's
   findings through moto's own API (/moto-api/static/ecr/scan-finding-results), in botocore's shape.
-- ECS drops deploymentConfiguration: the shim in moto_server.py keeps it (see there).
+- ECS drops deploymentConfiguration: the shim in ecs_shim.py keeps it (see there).
 - ECS services with a capacity provider strategy come back as launchType EC2: the demo uses
   launch types; capacity providers are covered by unit tests.
 """

@@ -1,13 +1,9 @@
-"""An embedded moto server on loopback, with a small shim for what moto 5.2 lacks.
+"""An embedded moto server on loopback, with a small shim for the Lambda operations moto lacks.
 
-The shim is a WSGI middleware in front of moto's own application; the daemon talks to it over HTTP
-like to any AWS endpoint, and tests use the same server. It fills two gaps, exactly in the shape
-botocore's service model gives the answers; everything else goes to moto unchanged:
-- Lambda: CreateCodeSigningConfig/GetCodeSigningConfig are not implemented (HTTP 404); the shim
-  answers them from memory.
-- ECS: CreateService/UpdateService drop `deploymentConfiguration` (the deployment circuit breaker)
-  and DescribeServices never returns it; the shim remembers what was sent for each service ARN and
-  adds it to moto's answers (AWS's default, breaker off, when nothing was sent).
+moto 5 does not implement CreateCodeSigningConfig/GetCodeSigningConfig (HTTP 404). The shim is a
+WSGI middleware in front of moto's own application that answers those two operations from memory,
+exactly in the shape botocore's service model gives them; everything else goes to moto unchanged.
+The daemon talks to it over HTTP like to any AWS endpoint. Tests use the same server.
 """
 
 from __future__ import annotations
@@ -31,14 +27,6 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 _CSC_PATH = "/2020-04-22/code-signing-configs"
-_ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
-_ECS_SERVICE_OPS = ("CreateService", "UpdateService", "DescribeServices")
-# What ECS returns for a service created without a deploymentConfiguration.
-_ECS_DEFAULT_DEPLOYMENT = {
-    "deploymentCircuitBreaker": {"enable": False, "rollback": False},
-    "maximumPercent": 200,
-    "minimumHealthyPercent": 100,
-}
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/")
 _SCOPE = re.compile(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/")
 
@@ -111,8 +99,8 @@ def json_error(code: str, message: str, status: str = "400 Bad Request") -> Shim
     return ShimResponse(status, body)
 
 
-class GapShim:
-    """WSGI middleware: fills moto's Lambda and ECS gaps (module docstring), the rest by moto.
+class LambdaGapShim:
+    """WSGI middleware: Create/GetCodeSigningConfig answered from memory, the rest by moto.
 
     Tests may also install fault rules (`add_fault`): a rule that returns a response answers the
     request instead of moto, e.g. AccessDenied for one account's AssumeRole.
@@ -121,14 +109,12 @@ class GapShim:
     def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]]) -> None:
         self.app = app
         self.code_signing: dict[str, dict[str, Any]] = {}
-        self.ecs_deployments: dict[str, dict[str, Any]] = {}  # service ARN -> configuration
         self.faults: list[FaultRule] = []
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
             self.code_signing.clear()
-            self.ecs_deployments.clear()
 
     def add_fault(self, rule: FaultRule) -> None:
         with self._lock:
@@ -183,52 +169,7 @@ class GapShim:
             self.reset()
         if path.startswith(_CSC_PATH):
             return self._code_signing(environ, start_response, path)
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target.startswith(_ECS_TARGET) and target[len(_ECS_TARGET) :] in _ECS_SERVICE_OPS:
-            return self._ecs_services(environ, start_response, target[len(_ECS_TARGET) :])
         return self.app(environ, start_response)
-
-    def _ecs_services(
-        self, environ: Environ, start: StartResponse, operation: str
-    ) -> Iterable[bytes]:
-        """Let moto answer, then add the deploymentConfiguration moto drops."""
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
-        try:
-            sent = json.loads(body or b"{}").get("deploymentConfiguration")
-        except json.JSONDecodeError:
-            sent = None
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured["status"], captured["headers"] = status, headers
-            return lambda _data: None
-
-        answer = b"".join(self.app(environ, capture))
-        status, headers = captured["status"], captured["headers"]
-        if status.startswith("200"):
-            try:
-                doc = json.loads(answer)
-            except json.JSONDecodeError:
-                doc = None
-            if isinstance(doc, dict):
-                services = [doc["service"]] if "service" in doc else doc.get("services") or []
-                with self._lock:
-                    for svc in services:
-                        arn = str(svc.get("serviceArn", ""))
-                        if operation != "DescribeServices" and isinstance(sent, dict):
-                            merged = {**self.ecs_deployments.get(arn, _ECS_DEFAULT_DEPLOYMENT)}
-                            merged.update(sent)
-                            self.ecs_deployments[arn] = merged
-                        svc["deploymentConfiguration"] = self.ecs_deployments.get(
-                            arn, _ECS_DEFAULT_DEPLOYMENT
-                        )
-                answer = json.dumps(doc).encode()
-                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-                headers.append(("Content-Length", str(len(answer))))
-        start(status, headers)
-        return [answer]
 
     def _code_signing(self, environ: Environ, start: StartResponse, path: str) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -283,7 +224,7 @@ class EmbeddedMoto:
         self.requested_port = port
         self._server: Any = None
         self._thread: threading.Thread | None = None
-        self.shim: GapShim | None = None
+        self.shim: LambdaGapShim | None = None
 
     def start(self) -> str:
         import logging
@@ -295,8 +236,13 @@ class EmbeddedMoto:
         )
         from werkzeug.serving import make_server
 
+        from daemon.demo.ecs_shim import EcsDeploymentShim
+
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.shim = GapShim(DomainDispatcherApplication(create_backend_app))
+        # the ECS shim (daemon/demo/ecs_shim.py) keeps what moto drops of ECS services
+        self.shim = LambdaGapShim(
+            EcsDeploymentShim(DomainDispatcherApplication(create_backend_app))
+        )
         self._server = make_server(
             "127.0.0.1",
             self.requested_port,

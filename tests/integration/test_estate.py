@@ -11,7 +11,7 @@ What moto 5.2 cannot represent, and where it is proven instead:
   Inspector) scan findings and AWS-managed KMS keys (KeyManager AWS) do not exist in moto
   (tests/unit/collectors/ on recorded API responses, tests/unit/controls/).
 Filled by the shim or moto's own API instead (so proven here): the ECS deploymentConfiguration
-that moto drops (daemon/demo/moto_server.py), and ECR scan findings registered through moto's
+that moto drops (daemon/demo/ecs_shim.py), and ECR scan findings registered through moto's
 scan-finding-results API (daemon/demo/containers.py).
 """
 
