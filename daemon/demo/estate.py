@@ -17,7 +17,6 @@ What moto 5 cannot represent (kept out of the estate, covered by unit tests inst
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import zipfile
@@ -235,7 +234,11 @@ class Seeder:
         creds = await self._credentials()
         await self._iam(creds)
         for region in regions:
-            await RegionSeeder(self, region, creds).seed()
+            region_seeder = RegionSeeder(self, region, creds)
+            try:
+                await region_seeder.seed()
+            finally:
+                await region_seeder.close()
 
     async def _iam(self, creds: dict[str, str]) -> None:
         async with self.client("iam", **creds) as iam:
@@ -296,7 +299,7 @@ class RegionSeeder:
         self.region = region
         self.creds = creds
         self._clients: dict[str, Any] = {}
-        self._stack = contextlib.AsyncExitStack()
+        self._opened: list[Any] = []  # the clients' context managers, exited by close()
         self._lock = asyncio.Lock()
 
     def client(self, service: str) -> _Borrowed:
@@ -306,24 +309,27 @@ class RegionSeeder:
         async with self._lock:
             found = self._clients.get(service)
             if found is None:
-                found = await self._stack.enter_async_context(
-                    self.parent.client(service, self.region, **self.creds)
-                )
+                manager = self.parent.client(service, self.region, **self.creds)
+                found = await manager.__aenter__()
+                self._opened.append(manager)
                 self._clients[service] = found
             return found
 
-    async def seed(self) -> None:
-        async with self._stack:
-            shared = await self._shared()
-            only = self.parent.only
-            await asyncio.gather(
-                self._functions(shared),
-                containers.seed_ecr(self, shared, only),
-                containers.seed_ecs(self, shared, only),
-                databases.seed_rds(self, shared, only),
-            )
+    async def close(self) -> None:
+        while self._opened:
+            await self._opened.pop().__aexit__(None, None, None)
+        self._clients.clear()
 
-    async def _functions(self, shared: dict[str, Any]) -> None:
+    def _containers_and_databases(self, shared: dict[str, Any]) -> list[Any]:
+        only = self.parent.only
+        return [
+            containers.seed_ecr(self, shared, only),
+            containers.seed_ecs(self, shared, only),
+            databases.seed_rds(self, shared, only),
+        ]
+
+    async def seed(self) -> None:
+        shared = await self._shared()
         specs = functions_in(self.region, self.parent.only)
         sem = asyncio.Semaphore(8)
 
@@ -331,7 +337,7 @@ class RegionSeeder:
             async with sem:
                 await self._function(spec, shared)
 
-        await asyncio.gather(*(one(s) for s in specs))
+        await asyncio.gather(*(one(s) for s in specs), *self._containers_and_databases(shared))
         await self._region_posture()
 
     async def _shared(self) -> dict[str, Any]:
