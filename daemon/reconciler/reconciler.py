@@ -181,11 +181,11 @@ class Reconciler:
         settings = self.settings
         ctx = CollectContext(
             target=target,
+            enabled_controls=frozenset(cc.control.id for cc in policy.controls_for(target.service)),
             api=self.gateway.api(target.account_id, target.region),
             global_api=self.gateway.api(target.account_id, settings.aws.region),
             now=now,
             concurrency=settings.reconciler.per_target_concurrency,
-            enabled_controls=frozenset(cc.control.id for cc in policy.controls_for(target.service)),
         )
         async with asyncio.timeout(settings.reconciler.target_timeout_seconds):
             snapshot = await collector.collect(ctx)
