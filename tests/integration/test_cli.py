@@ -13,7 +13,7 @@ import pytest
 from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 
-from .conftest import LAMBDA_ONLY, policy_for
+from .conftest import policy_for
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -110,7 +110,7 @@ def test_invalid_settings_exit_2_without_echoing_values(
 async def test_check_exit_codes_and_json(moto: EmbeddedMoto, tmp_path: Path) -> None:
     account = "121212121212"
     await seed_estate([account], [PRIMARY], only=["orders-api", "untraced"])
-    path = policy_for([account], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY)
+    path = policy_for([account], tmp_path, regions=[PRIMARY])
 
     proc = cli("check", "--policy", str(path), "--output", "json")
     assert proc.returncode == 1, proc.stderr  # a low-severity violation exists (X-Ray)
@@ -132,7 +132,7 @@ async def test_check_exit_codes_and_json(moto: EmbeddedMoto, tmp_path: Path) -> 
 async def test_check_reports_unreachable_targets_as_incomplete(
     moto: EmbeddedMoto, tmp_path: Path
 ) -> None:
-    path = policy_for(["131313131313"], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY)
+    path = policy_for(["131313131313"], tmp_path, regions=[PRIMARY])
     # an endpoint nobody listens on: every call fails after retries
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "POSTURE_AWS__MAX_ATTEMPTS": "1"}
     proc = cli("check", "--policy", str(path), "--fail-on", "none", env=env)

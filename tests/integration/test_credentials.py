@@ -14,7 +14,7 @@ from daemon.demo.estate import MANAGEMENT_ACCOUNT, PRIMARY, SECONDARY, seed_esta
 from daemon.demo.moto_server import EmbeddedMoto, ShimRequest, ShimResponse
 from daemon.policy import load_policy
 
-from .conftest import LAMBDA_ONLY, policy_for
+from .conftest import policy_for
 from .harness import settings_for
 
 
@@ -96,8 +96,7 @@ async def test_in_flight_calls_per_account_are_bounded(moto: EmbeddedMoto, tmp_p
     probe = InFlight(delay=0.05)
     moto.shim.add_fault(probe)
     try:
-        # two regions: two targets of one account at once
-        path = policy_for([account], tmp_path, services=LAMBDA_ONLY)
+        path = policy_for([account], tmp_path)  # two regions: two targets of one account at once
         settings = settings_for(
             path,
             aws={"max_inflight_per_account": 2},

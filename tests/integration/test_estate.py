@@ -40,11 +40,11 @@ from daemon.demo.estate import (
 from daemon.logging import setup_logging
 from daemon.metrics import names
 
-from .conftest import policy_for
+from .conftest import ALL_SERVICES, policy_for
 from .harness import Sample, get, parse_exposition, running_daemon, select, settings_for, value
 
 CONTROLS_MOTO_CANNOT_SEED = {"lambda-layers-trusted"}
-SERVICES = ("lambda", "ecr", "ecs", "rds")
+SERVICES = tuple(ALL_SERVICES)
 TARGETS = 3 * len(DEMO_REGIONS) * len(SERVICES)
 
 
@@ -63,7 +63,7 @@ class EstateRun:
 
 @pytest.fixture(scope="module")
 def run(estate: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> EstateRun:
-    policy = policy_for(estate, tmp_path_factory.mktemp("estate"))
+    policy = policy_for(estate, tmp_path_factory.mktemp("estate"), services=ALL_SERVICES)
     logs = io.StringIO()
     setup_logging("debug", "json", stream=logs)
     settings = settings_for(policy, reconciler={"interval_seconds": 300})

@@ -9,7 +9,7 @@ import yaml
 from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 
-from .conftest import LAMBDA_ONLY, policy_for
+from .conftest import policy_for
 from .harness import running_daemon, scrape, select, settings_for, value, wait_for, wait_for_sweeps
 
 
@@ -18,7 +18,7 @@ async def test_valid_reload_applies_and_invalid_reload_keeps_the_running_policy(
 ) -> None:
     account = "888888888881"
     await seed_estate([account], [PRIMARY], only=["orders-api", "untraced"])
-    path = policy_for([account], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY)
+    path = policy_for([account], tmp_path, regions=[PRIMARY])
     settings = settings_for(path, reconciler={"interval_seconds": 1, "policy_poll_seconds": 0.1})
     target = {"aws_account_id": account, "aws_region": PRIMARY, "aws_service": "lambda"}
     async with running_daemon(settings) as daemon:

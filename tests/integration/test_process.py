@@ -17,7 +17,7 @@ import yaml
 from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 
-from .conftest import LAMBDA_ONLY, policy_for
+from .conftest import policy_for
 
 
 def _free_port() -> int:
@@ -48,7 +48,7 @@ async def test_run_serves_reloads_on_sighup_and_stops_cleanly_on_sigterm(
 ) -> None:
     account = "888888888882"
     await seed_estate([account], [PRIMARY], only=["orders-api", "untraced"])
-    policy = policy_for([account], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY)
+    policy = policy_for([account], tmp_path, regions=[PRIMARY])
     port = _free_port()
     env = {
         **os.environ,

@@ -9,7 +9,7 @@ import pytest
 from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 
-from .conftest import LAMBDA_ONLY, policy_for
+from .conftest import policy_for
 from .faults import deny_assume_role, throttle_lambda
 from .harness import (
     aws_client,
@@ -37,8 +37,7 @@ async def test_fixed_resources_stop_and_deleted_resources_vanish(
     account = "444444444444"
     await seed_estate([account], [PRIMARY], only=["orders-api", "no-reservation", "public-url"])
     settings = settings_for(
-        policy_for([account], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY),
-        reconciler={"interval_seconds": 1},
+        policy_for([account], tmp_path, regions=[PRIMARY]), reconciler={"interval_seconds": 1}
     )
     target = {"aws_account_id": account, "aws_region": PRIMARY, "aws_service": "lambda"}
     public_url = f"arn:aws:lambda:{PRIMARY}:{account}:function:public-url"
@@ -74,9 +73,7 @@ async def test_assume_role_denied_for_one_account_leaves_the_others_complete(
     denied, fine = "555555555555", "666666666666"
     await seed_estate([denied, fine], [PRIMARY], only=["orders-api", "untraced"])
     shim.add_fault(deny_assume_role(denied))
-    settings = settings_for(
-        policy_for([denied, fine], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY)
-    )
+    settings = settings_for(policy_for([denied, fine], tmp_path, regions=[PRIMARY]))
     async with running_daemon(settings) as daemon:  # ready: every target finished or failed once
         samples = await scrape(daemon)
         status, body = await get(daemon, "/readyz")
@@ -108,7 +105,7 @@ async def test_throttled_target_keeps_last_known_state_and_recovers(
         [account, other], [PRIMARY], only=["orders-api", "untraced", "no-reservation"]
     )
     settings = settings_for(
-        policy_for([account, other], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY),
+        policy_for([account, other], tmp_path, regions=[PRIMARY]),
         reconciler={"interval_seconds": 1},
         aws={"max_attempts": 2},
     )
@@ -167,9 +164,7 @@ async def test_denied_operation_makes_controls_unevaluated_never_passed(
     account = "878787878787"
     await seed_estate([account], [PRIMARY], only=["orders-api", "open-invoke"])
     shim.add_fault(deny_operation(account, "/policy"))  # GetPolicy -> AccessDeniedException
-    settings = settings_for(
-        policy_for([account], tmp_path, regions=[PRIMARY], services=LAMBDA_ONLY)
-    )
+    settings = settings_for(policy_for([account], tmp_path, regions=[PRIMARY]))
     target = {"aws_account_id": account, "aws_region": PRIMARY, "aws_service": "lambda"}
     async with running_daemon(settings) as daemon:
         samples = await scrape(daemon)
