@@ -45,7 +45,7 @@ class CollectContext:
     issues: list[CollectionIssue] = field(default_factory=list)
 
     # Controls of the target's service that the policy may run (None: all). Collectors use it to
-    # skip optional, costly reads that only a disabled control would need (Operation.optional).
+    # skip costly reads that only a disabled (opt-in) control would need.
     enabled_controls: frozenset[str] | None = None
 
     def issue(self, resource: str, aspect: str, message: str) -> None:

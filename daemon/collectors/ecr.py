@@ -36,11 +36,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("ecr", "GetLifecyclePolicy", "ecr:GetLifecyclePolicy"),
     Operation("ecr", "GetRepositoryPolicy", "ecr:GetRepositoryPolicy"),
     Operation("ecr", "ListTagsForResource", "ecr:ListTagsForResource"),
-    Operation("ecr", "DescribeImageScanFindings", "ecr:DescribeImageScanFindings", optional=True),
-    *(
-        Operation(op.service, op.operation, op.iam_action, optional=True)
-        for op in TASK_DEFINITION_OPERATIONS
-    ),
+    # Read only while the opt-in findings control is enabled (CollectContext.wants), but granted
+    # with the rest: turning the control on in the policy needs no IAM change.
+    Operation("ecr", "DescribeImageScanFindings", "ecr:DescribeImageScanFindings"),
+    *TASK_DEFINITION_OPERATIONS,
     *kms.OPERATIONS,
 )
 
