@@ -23,7 +23,7 @@ from daemon.collectors.base import (
 from daemon.model import awslambda as m
 from daemon.model import frozen_errors, frozen_tags, parse_arn
 from daemon.model.iampolicy import PolicyDocument, PolicyParseError, parse_policy
-from daemon.model.secrets import classify_value, is_reference
+from daemon.model.secrets import env_var
 
 SERVICE = "lambda"
 
@@ -60,18 +60,7 @@ def _env_vars(raw: dict[str, Any]) -> tuple[tuple[m.EnvVar, ...], str | None]:
     if error:
         return (), str(error.get("ErrorCode") or "EnvironmentError")
     variables = env.get("Variables") or {}
-    out = []
-    for name, value in sorted(variables.items()):
-        text = value if isinstance(value, str) else str(value)
-        out.append(
-            m.EnvVar(
-                name=str(name),
-                has_value=bool(text),
-                value_kinds=classify_value(text),
-                is_reference=is_reference(text),
-            )
-        )
-    return tuple(out), None
+    return tuple(env_var(name, value) for name, value in sorted(variables.items())), None
 
 
 def _layer_ref(raw: dict[str, Any]) -> m.LayerRef:

@@ -48,9 +48,17 @@ class CollectContext:
     concurrency_window: ConcurrencyWindow = field(default_factory=ConcurrencyWindow)
     issues: list[CollectionIssue] = field(default_factory=list)
 
+    # Controls of the target's service that the policy may run (None: all). Collectors use it to
+    # skip costly reads that only a disabled (opt-in) control would need.
+    enabled_controls: frozenset[str] | None = None
+
     def issue(self, resource: str, aspect: str, message: str) -> None:
         """Odd data that did not stop the sweep; the reconciler logs each distinct one once."""
         self.issues.append(CollectionIssue(resource, aspect, message))
+
+    def wants(self, control_id: str) -> bool:
+        """Whether the policy may run this control on the target (so its data is worth reading)."""
+        return self.enabled_controls is None or control_id in self.enabled_controls
 
     async def gather(self, items: Iterable[T], fn: Callable[[T], Awaitable[Any]]) -> list[Any]:
         """Run fn over items, `concurrency` at a time; the first failure cancels the rest."""

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from daemon.aws import clients, discovery
-from daemon.collectors import awslambda
+from daemon.collectors import awslambda, ecr, ecs, rds
 from daemon.collectors.base import Collector, Operation
 from daemon.collectors.iam import RoleReader
 from daemon.config import Settings
 
+MODULES = (awslambda, ecr, ecs, rds)
+
 
 def build_collectors(settings: Settings) -> dict[str, Collector]:
-    # Roles are account-wide: cache them for a fraction of the interval so the regions of an
-    # account share one read per sweep without serving stale roles for long.
-    role_ttl = min(300.0, settings.reconciler.interval_seconds / 2)
+    # Roles are account-wide and task definitions are read by both the ECS and the ECR collector:
+    # cache them for a fraction of the interval so one sweep reads them once without serving
+    # stale data for long.
+    ttl = min(300.0, settings.reconciler.interval_seconds / 2)
+    task_definitions = ecs.TaskDefinitionReader(ttl)
     return {
-        awslambda.SERVICE: awslambda.LambdaCollector(RoleReader(role_ttl)),
+        awslambda.SERVICE: awslambda.LambdaCollector(RoleReader(ttl)),
+        ecr.SERVICE: ecr.EcrCollector(task_definitions),
+        ecs.SERVICE: ecs.EcsCollector(task_definitions),
+        rds.SERVICE: rds.RdsCollector(),
     }
 
 
@@ -24,6 +31,11 @@ def declared_operations() -> tuple[Operation, ...]:
     For zero-initialised metrics and the IAM policies (`python -m daemon.deploy`).
     """
     seen: dict[tuple[str, str], Operation] = {}
-    for op in (*clients.OPERATIONS, *discovery.OPERATIONS, *awslambda.OPERATIONS):
-        seen.setdefault((op.service, op.operation), op)
+    for module in (clients, discovery, *MODULES):
+        for op in module.OPERATIONS:
+            key = (op.service, op.operation)
+            known = seen.get(key)
+            # optional only if every collector that calls it needs it for an opt-in feature
+            if known is None or (known.optional and not op.optional):
+                seen[key] = op
     return tuple(seen.values())

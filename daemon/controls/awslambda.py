@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections import Counter
 from datetime import date, timedelta
-from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
+from daemon.controls.common import (
+    RESTRICTING_KEYS,
+    SOURCE_KEYS,
+    EnvSecretsParams,
+    account_of,
+    secret_hits,
+)
+from daemon.controls.common import glob_any as _glob_any
+from daemon.controls.common import short as _short
 from daemon.controls.reference import runtime_deprecations
 from daemon.controls.registry import (
     EvalContext,
@@ -24,33 +30,8 @@ from daemon.controls.registry import (
 from daemon.model import Severity
 from daemon.model import awslambda as m
 from daemon.model.iampolicy import PolicyDocument, Statement, allows
-from daemon.model.secrets import DETECTORS, PRECISE_DETECTORS
 
 SERVICE = "lambda"
-
-# Condition keys that narrow who can use a statement with a public principal.
-RESTRICTING_KEYS = (
-    "aws:SourceArn",
-    "aws:SourceAccount",
-    "aws:SourceOwner",
-    "aws:SourceOrgID",
-    "aws:SourceOrgPaths",
-    "aws:PrincipalOrgID",
-    "aws:PrincipalOrgPaths",
-    "aws:PrincipalAccount",
-    "aws:PrincipalArn",
-    "aws:SourceVpc",
-    "aws:SourceVpce",
-    "lambda:EventSourceToken",
-)
-# Condition keys that protect a service principal against the confused-deputy problem.
-SOURCE_KEYS = ("aws:SourceArn", "aws:SourceAccount", "aws:SourceOrgID", "aws:SourceOrgPaths")
-
-
-def _short(items: list[str] | tuple[str, ...], limit: int = 3) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
 
 # 1. Execution role least privilege -----------------------------------------------------------
 
@@ -129,10 +110,6 @@ def role_least_privilege(
     return passed(f"role {role.name}: no wildcard or admin grants")
 
 
-def _glob_any(name: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
-
-
 def _named_documents(role: m.ExecutionRole) -> list[tuple[str, PolicyDocument]]:
     out = [(pol.name, pol.document) for pol in role.managed if pol.document is not None]
     out += [(f"inline {pol.name}", pol.document) for pol in role.inline if pol.document is not None]
@@ -204,43 +181,6 @@ def env_cmk(fn: m.LambdaFunction, p: EnvEncryptionParams, ctx: EvalContext) -> O
 # 3. No plaintext secrets ---------------------------------------------------------------------
 
 
-def _valid_regex(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from None
-    return pattern
-
-
-def _known_detector(name: str) -> str:
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
-    return name
-
-
-class EnvSecretsParams(Params):
-    name_patterns: list[Annotated[str, AfterValidator(_valid_regex)]] = Field(
-        default=[
-            r"(?i)pass(word|wd)?",
-            r"(?i)secret",
-            r"(?i)token",
-            r"(?i)api[_-]?key",
-            r"(?i)private[_-]?key",
-            r"(?i)credential",
-            r"(?i)(^|_)auth($|_)",
-        ],
-        description="Regular expressions for variable names that must not hold a literal value.",
-    )
-    ignore_name_suffixes: list[str] = Field(
-        default=["_ARN", "_NAME", "_ID", "_PATH", "_PARAM", "_PARAMETER", "_REGION", "_TTL"],
-        description="Names ending so refer to a secret rather than hold one.",
-    )
-    value_detectors: list[Annotated[str, AfterValidator(_known_detector)]] = Field(
-        default=list(PRECISE_DETECTORS),
-        description="Value detectors that count (add 'high_entropy' for a stricter scan).",
-    )
-
-
 @control(
     id="lambda-env-no-plaintext-secrets",
     service=SERVICE,
@@ -257,20 +197,7 @@ class EnvSecretsParams(Params):
     references=("prowler:awslambda_function_no_secrets_in_variables",),
 )
 def env_no_secrets(fn: m.LambdaFunction, p: EnvSecretsParams, ctx: EvalContext) -> Outcome | None:
-    detectors = set(p.value_detectors)
-    patterns = [re.compile(pat) for pat in p.name_patterns]
-    suffixes = tuple(s.upper() for s in p.ignore_name_suffixes)
-    hits: list[str] = []
-    for var in fn.env_vars:
-        if not var.has_value or var.is_reference:
-            continue
-        kinds = sorted(var.value_kinds & detectors)
-        if kinds:
-            hits.append(f"{var.name} (value looks like {'/'.join(kinds)})")
-        elif any(pat.search(var.name) for pat in patterns) and not var.name.upper().endswith(
-            suffixes
-        ):
-            hits.append(f"{var.name} (name suggests a secret)")
+    hits = secret_hits(fn.env_vars, p)
     if hits:
         return failed(f"possible secrets in: {_short(hits)}")
     return passed(f"{len(fn.env_vars)} variable(s) checked")
@@ -526,15 +453,6 @@ def _is_function_url_statement(st: Statement) -> bool:
     )
 
 
-def _account_of(principal: str) -> str | None:
-    if principal.isdigit() and len(principal) == 12:
-        return principal
-    parts = principal.split(":")
-    if len(parts) >= 5 and parts[0] == "arn":
-        return parts[4] or None
-    return None
-
-
 @control(
     id="lambda-resource-policy-restricted",
     service=SERVICE,
@@ -571,7 +489,7 @@ def resource_policy(
             allowed = {fn.account_id, *p.allowed_accounts}
             foreign = [
                 acct
-                for acct in (_account_of(pr) for pr in st.aws_principals)
+                for acct in (account_of(pr) for pr in st.aws_principals)
                 if acct is not None and acct not in allowed
             ]
             if foreign:

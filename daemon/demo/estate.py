@@ -1,9 +1,11 @@
-"""The demo estate: compliant and non-compliant Lambda functions in several accounts and regions,
-seeded through the real AWS APIs of an AWS-compatible endpoint (the embedded moto server).
+"""The demo estate: compliant and non-compliant Lambda functions, ECR repositories, ECS task
+definitions, services and clusters, and RDS instances and clusters, in several accounts and
+regions, seeded through the real AWS APIs of an AWS-compatible endpoint (the embedded moto server).
 
-Each function spec says, by hand, which controls it is meant to violate, so tests can check that
-the daemon finds exactly the seeded violations (`expected_violations`). Member accounts are seeded
-through AssumeRole, the way the daemon reaches them.
+Each spec says, by hand, which controls it is meant to violate, so tests can check that the daemon
+finds exactly the seeded violations (`expected_violations`). Member accounts are seeded through
+AssumeRole, the way the daemon reaches them. The container and database resources are specified
+in containers.py and databases.py; this module seeds everything.
 
 What moto 5 cannot represent (kept out of the estate, covered by unit tests instead):
 - layers from another account (moto swaps a foreign layer ARN for the caller's own layer);
@@ -38,14 +40,21 @@ from typing import Any, Literal
 import aiohttp
 from aiobotocore.session import AioSession, get_session
 
-PRIMARY = "us-east-1"
-SECONDARY = "eu-west-1"
-DEMO_REGIONS = (PRIMARY, SECONDARY)
+from daemon.demo import common, containers, databases
+
+PRIMARY = common.PRIMARY
+SECONDARY = common.SECONDARY
+DEMO_REGIONS = common.DEMO_REGIONS
 MANAGEMENT_ACCOUNT = "123456789012"  # moto's default account: the daemon's own ("hub") account
 ROLE_NAME = "PostureDaemonReader"
 
 # Values seeded as plaintext secrets: they must never appear in any output of the daemon.
-SEEDED_SECRETS = ("hunter2-demo-password", "sk_live_51DemoKeyDoNotUse0123456789abcd")
+SEEDED_SECRETS = (
+    "hunter2-demo-password",
+    "sk_live_51DemoKeyDoNotUse0123456789abcd",
+    containers.SEEDED_CONTAINER_SECRET,
+    databases.MASTER_PASSWORD,
+)
 
 RolePolicy = Literal["scoped", "admin_managed", "wildcard_inline", "no_logs", "shared"]
 Permission = Literal["api:orders", "api:legacy", "public", "s3-unscoped", "s3-scoped"]
@@ -201,13 +210,17 @@ def functions_in(region: str, only: Iterable[str] | None = None) -> list[Functio
 
 
 def expected_violations(
-    accounts: Iterable[str], regions: Iterable[str] = DEMO_REGIONS
+    accounts: Iterable[str],
+    regions: Iterable[str] = DEMO_REGIONS,
+    only: Iterable[str] | None = None,
 ) -> set[Violation]:
-    """The violations the seeded estate holds, by construction."""
+    """The violations the seeded estate (or only the resources named) holds, by construction."""
+    only = tuple(only) if only is not None else None
+    regions = tuple(regions)
     out: set[Violation] = set()
     for account in accounts:
         for region in regions:
-            for spec in functions_in(region):
+            for spec in functions_in(region, only):
                 arn = function_arn(account, region, spec.name)
                 out.update(Violation(account, region, c, arn) for c in spec.violates)
             if region == PRIMARY:
@@ -215,6 +228,11 @@ def expected_violations(
                 out.add(Violation(account, region, "lambda-layer-not-public", layer_arn))
             resource = f"arn:aws::{region}:{account}:account-region"
             out.update(Violation(account, region, c, resource) for c in REGION_VIOLATIONS[region])
+            for module in (containers, databases):
+                out.update(
+                    Violation(account, region, control, arn)
+                    for control, arn in module.expected(account, region, only)
+                )
     return out
 
 
@@ -273,7 +291,11 @@ class Seeder:
         creds = await self._credentials()
         await self._iam(creds)
         for region in regions:
-            await RegionSeeder(self, region, creds).seed()
+            region_seeder = RegionSeeder(self, region, creds)
+            try:
+                await region_seeder.seed()
+            finally:
+                await region_seeder.close()
 
     async def _iam(self, creds: dict[str, str]) -> None:
         async with self.client("iam", **creds) as iam:
@@ -310,15 +332,58 @@ class Seeder:
         await iam.put_role_policy(RoleName=role, PolicyName="app", PolicyDocument=_doc(*statements))
 
 
+class _Borrowed:
+    """`async with` over a client the region seeder keeps open (closed when seeding ends)."""
+
+    def __init__(self, seeder: RegionSeeder, service: str) -> None:
+        self.seeder = seeder
+        self.service = service
+
+    async def __aenter__(self) -> Any:
+        return await self.seeder.open_client(self.service)
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
 class RegionSeeder:
+    """Seeds one account-region. Clients are created once per service and shared: creating an
+    aiobotocore client costs more CPU than the moto calls most seeding steps make."""
+
     def __init__(self, parent: Seeder, region: str, creds: dict[str, str]) -> None:
         self.parent = parent
         self.account = parent.account
         self.region = region
         self.creds = creds
+        self._clients: dict[str, Any] = {}
+        self._opened: list[Any] = []  # the clients' context managers, exited by close()
+        self._lock = asyncio.Lock()
 
-    def client(self, service: str) -> Any:
-        return self.parent.client(service, self.region, **self.creds)
+    def client(self, service: str) -> _Borrowed:
+        return _Borrowed(self, service)
+
+    async def open_client(self, service: str) -> Any:
+        async with self._lock:
+            found = self._clients.get(service)
+            if found is None:
+                manager = self.parent.client(service, self.region, **self.creds)
+                found = await manager.__aenter__()
+                self._opened.append(manager)
+                self._clients[service] = found
+            return found
+
+    async def close(self) -> None:
+        while self._opened:
+            await self._opened.pop().__aexit__(None, None, None)
+        self._clients.clear()
+
+    def _containers_and_databases(self, shared: dict[str, Any]) -> list[Any]:
+        only = self.parent.only
+        return [
+            containers.seed_ecr(self, shared, only),
+            containers.seed_ecs(self, shared, only),
+            databases.seed_rds(self, shared, only),
+        ]
 
     async def seed(self) -> None:
         profile = CONCURRENCY[self.region]
@@ -332,7 +397,7 @@ class RegionSeeder:
             async with sem:
                 await self._function(spec, shared)
 
-        await asyncio.gather(*(one(s) for s in specs))
+        await asyncio.gather(*(one(s) for s in specs), *self._containers_and_databases(shared))
         await self._region_posture()
         await write_concurrency_metrics(
             lambda: self.client("cloudwatch"),
@@ -360,7 +425,7 @@ class RegionSeeder:
             sg = await ec2.create_security_group(
                 GroupName="lambda", Description="lambda", VpcId=vpc
             )
-            out["subnets"], out["sg"] = subnets, sg["GroupId"]
+            out["vpc"], out["subnets"], out["sg"] = vpc, subnets, sg["GroupId"]
         async with self.client("lambda") as lam:
             layer = await lam.publish_layer_version(
                 LayerName="common-utils", Content={"ZipFile": _zip()}
@@ -690,7 +755,7 @@ async def seed_estate(
     regions: Iterable[str] = DEMO_REGIONS,
     only: Iterable[str] | None = None,
 ) -> None:
-    """Seed every account (concurrently) with the demo functions (or only those named)."""
+    """Seed every account (concurrently) with the demo estate (or only the resources named)."""
     session = get_session()
     regions = tuple(regions)
     await asyncio.gather(*(Seeder(a, session, only).seed(regions) for a in accounts))

@@ -472,8 +472,13 @@ class EmbeddedMoto:
         )
         from werkzeug.serving import make_server
 
+        from daemon.demo.ecs_shim import EcsDeploymentShim
+
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.shim = LambdaGapShim(DomainDispatcherApplication(create_backend_app))
+        # the ECS shim (daemon/demo/ecs_shim.py) keeps what moto drops of ECS services
+        self.shim = LambdaGapShim(
+            EcsDeploymentShim(DomainDispatcherApplication(create_backend_app))
+        )
         self._server = make_server(
             "127.0.0.1",
             self.requested_port,

@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from daemon.model import secrets
 from daemon.model.core import EMPTY_TAGS, RegionResource, Target
 from daemon.model.iampolicy import PolicyDocument
+
+# Lambda functions carry reduced environment variables (the same value ECS containers carry).
+EnvVar = secrets.EnvVar
 
 FUNCTION = "lambda-function"
 LAYER_VERSION = "lambda-layer-version"
@@ -41,19 +45,6 @@ ASPECT_PROVISIONED = "provisioned_concurrency"  # ListProvisionedConcurrencyConf
 ASPECT_ACCOUNT_SETTINGS = "account_settings"  # GetAccountSettings: limit and unreserved pool
 ASPECT_CONCURRENCY_METRICS = "concurrency_metrics"  # CloudWatch GetMetricData: peaks, throttles
 ASPECT_RESERVATIONS = "reservations"  # every function's reserved concurrency (GetFunction)
-
-
-@dataclass(frozen=True, slots=True)
-class EnvVar:
-    """An environment variable, reduced at the collector: its name and what its value looks like.
-
-    The value itself is dropped where it is read and never stored.
-    """
-
-    name: str
-    has_value: bool = True  # False for an empty string
-    value_kinds: frozenset[str] = frozenset()  # detector names that matched the value
-    is_reference: bool = False  # the value points at Secrets Manager / SSM rather than holding data
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Classify a configuration value as "looks like a secret" without keeping the value.
 
-Collectors call `classify_value` where they read environment variables and keep only the result
-(`EnvVar.value_kinds`), so secret values never travel further than the function that read them.
+Collectors call `env_var` (or `classify_value`) where they read environment variables and keep
+only the result (`EnvVar`), so secret values never travel further than the function that read them.
+Lambda functions and ECS container definitions share this reduction.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 
 # Detector name -> pattern. Names are part of the policy vocabulary (control parameters).
 _PATTERNS: dict[str, re.Pattern[str]] = {
@@ -81,3 +83,27 @@ def classify_value(value: str | None) -> frozenset[str]:
     if _high_entropy(value):
         kinds.add(HIGH_ENTROPY)
     return frozenset(kinds)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """An environment variable, reduced at the collector: its name and what its value looks like.
+
+    The value itself is dropped where it is read and never stored.
+    """
+
+    name: str
+    has_value: bool = True  # False for an empty string
+    value_kinds: frozenset[str] = frozenset()  # detector names that matched the value
+    is_reference: bool = False  # the value points at Secrets Manager / SSM rather than holding data
+
+
+def env_var(name: object, value: object) -> EnvVar:
+    """Reduce one variable to its name and value classes; the caller drops the value."""
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    return EnvVar(
+        name=str(name),
+        has_value=bool(text),
+        value_kinds=classify_value(text),
+        is_reference=is_reference(text),
+    )

@@ -65,7 +65,7 @@ AccountId = Annotated[
 ]
 RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")]
 # Services with a collector and controls. New services are added here with their collector.
-ServiceName = Literal["lambda"]
+ServiceName = Literal["lambda", "ecr", "ecs", "rds"]
 
 
 class Strict(BaseModel):

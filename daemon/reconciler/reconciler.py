@@ -183,6 +183,7 @@ class Reconciler:
         settings = self.settings
         ctx = CollectContext(
             target=target,
+            enabled_controls=frozenset(cc.control.id for cc in policy.controls_for(target.service)),
             api=self.gateway.api(target.account_id, target.region),
             global_api=self.gateway.api(target.account_id, settings.aws.region),
             now=now,

@@ -20,6 +20,7 @@ from daemon.demo.moto_server import EmbeddedMoto
 from daemon.demo.runner import demo_policy_text
 
 ESTATE_ACCOUNTS = ("111111111111", "222222222222", "333333333333")
+ALL_SERVICES = ["lambda", "ecr", "ecs", "rds"]
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +40,16 @@ def estate(moto: EmbeddedMoto) -> tuple[str, ...]:
 
 
 def policy_for(accounts: tuple[str, ...] | list[str], tmp: Path, **scope: object) -> Path:
-    """The demo policy with a static account list instead of Organizations discovery."""
+    """The demo policy with a static account list instead of Organizations discovery; `scope`
+    entries (regions, services) replace the demo's.
+
+    It scans Lambda only unless `services` is given: most tests are about the daemon's machinery
+    (reconcile, reload, CLI, credentials), where fewer targets keep them fast and "the target" of
+    an account-region unambiguous. The estate and the container/database tests ask for more.
+    """
     doc = yaml.safe_load(demo_policy_text())
     doc["scope"]["accounts"] = {"static": [{"id": a, "name": f"acct-{a[:3]}"} for a in accounts]}
+    doc["scope"]["services"] = ["lambda"]
     doc["scope"].update(scope)
     path = tmp / "policy.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

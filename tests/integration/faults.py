@@ -29,10 +29,41 @@ def deny_assume_role(account_id: str, session_name: str = "posture-daemon"):  # 
 
 def throttle_lambda(account_id: str):  # type: ignore[no-untyped-def]
     """ThrottlingException for every Lambda call made with the account's credentials."""
+    return throttle_service(account_id, "lambda")
+
+
+def throttle_service(account_id: str, service: str):  # type: ignore[no-untyped-def]
+    """ThrottlingException for every call to a JSON/REST service with the account's credentials."""
 
     def rule(request: ShimRequest) -> ShimResponse | None:
-        if request.service == "lambda" and _account_of(request) == account_id:
+        if request.service == service and _account_of(request) == account_id:
             return json_error("ThrottlingException", "Rate exceeded", "429 Too Many Requests")
+        return None
+
+    return rule
+
+
+def ec2_error(code: str, message: str, status: str = "403 Forbidden") -> ShimResponse:
+    """An error in EC2's own XML shape (Response/Errors/Error), unlike other query services."""
+    xml = (
+        f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        "</Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+    )
+    return ShimResponse(status, xml.encode(), "text/xml")
+
+
+def deny(account_id: str, service: str, operation: str, code: str = "AccessDeniedException"):  # type: ignore[no-untyped-def]
+    """An access-denied answer to one operation (by wire name) of one account's calls."""
+
+    def rule(request: ShimRequest) -> ShimResponse | None:
+        if (
+            request.service == service
+            and request.operation == operation
+            and _account_of(request) == account_id
+        ):
+            if service == "ec2":
+                return ec2_error(code, "You are not authorized to perform this operation.")
+            return json_error(code, "not authorized", "400 Bad Request")
         return None
 
     return rule

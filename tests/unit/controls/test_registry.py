@@ -21,17 +21,29 @@ from daemon.controls.registry import (
     passed,
     services,
 )
-from daemon.model import Severity
+from daemon.model import Severity, ecr, ecs, rds
 from daemon.model import awslambda as m
 
 CATALOGUE = all_controls()
 IDS = sorted(CATALOGUE)
 KNOWN_ASPECTS = {
     value
-    for name, value in vars(m).items()
+    for module in (m, ecr, ecs, rds)
+    for name, value in vars(module).items()
     if name.startswith("ASPECT_") and isinstance(value, str)
 }
-RESOURCE_TYPES = {m.FUNCTION, m.LAYER_VERSION, m.ACCOUNT_REGION}
+RESOURCE_TYPES = {
+    m.FUNCTION,
+    m.LAYER_VERSION,
+    m.ACCOUNT_REGION,
+    ecr.REPOSITORY,
+    ecs.TASK_DEFINITION,
+    ecs.SERVICE,
+    ecs.CLUSTER,
+    rds.DB_INSTANCE,
+    rds.DB_CLUSTER,
+    rds.DATABASE,
+}
 
 
 def test_catalogue_is_sorted_by_id() -> None:
@@ -72,9 +84,32 @@ def test_lookups() -> None:
     assert get_control("lambda-url-auth").title == "Function URL requires IAM authentication"
     with pytest.raises(KeyError):
         get_control("lambda-no-such-control")
-    assert services() == ["lambda"]
-    assert [c.id for c in controls_for("lambda")] == IDS
-    assert controls_for("ecs") == []
+    assert services() == ["ecr", "ecs", "lambda", "rds"]
+    assert [c.id for c in controls_for("lambda")] == [i for i in IDS if i.startswith("lambda-")]
+    assert controls_for("s3") == []
+
+
+def test_policy_services_are_the_catalogue_services() -> None:
+    from typing import get_args
+
+    from daemon.policy.models import ServiceName
+
+    assert sorted(get_args(ServiceName)) == services()
+
+
+def test_every_control_is_exercised_by_unit_tests() -> None:
+    here = Path(__file__).parent
+    source = "\n".join(
+        p.read_text() for p in here.glob("test_*.py") if p.name != Path(__file__).name
+    )
+    for service in services():
+        untested = [c.id for c in controls_for(service) if f'"{c.id}"' not in source]
+        assert not untested, f"{service}: no unit tests for {untested}"
+
+
+def test_opt_in_controls() -> None:
+    off = sorted(c.id for c in CATALOGUE.values() if not c.default_enabled)
+    assert off == ["ecr-in-use-images-no-critical-findings", "rds-non-default-port"]
 
 
 def test_severities_and_mappings_of_key_controls() -> None:
@@ -83,6 +118,16 @@ def test_severities_and_mappings_of_key_controls() -> None:
     assert CATALOGUE["lambda-resource-policy-restricted"].requires == (m.ASPECT_POLICY,)
     assert CATALOGUE["lambda-config-recording"].resource_type == m.ACCOUNT_REGION
     assert CATALOGUE["lambda-layer-not-public"].resource_type == m.LAYER_VERSION
+    assert CATALOGUE["ecr-image-scanning"].security_hub == "ECR.1"
+    assert CATALOGUE["ecs-task-no-environment-secrets"].severity is Severity.CRITICAL
+    assert CATALOGUE["ecs-task-no-environment-secrets"].aws_config_rule == (
+        "ecs-no-environment-secrets"
+    )
+    assert CATALOGUE["rds-instance-not-public"].resource_type == rds.DB_INSTANCE
+    assert CATALOGUE["rds-storage-encrypted"].resource_type == rds.DATABASE
+    assert CATALOGUE["rds-security-group-no-public-ingress"].requires == (
+        rds.ASPECT_SECURITY_GROUPS,
+    )
 
 
 # --- registration validation (every failing case raises before anything is registered) -----------

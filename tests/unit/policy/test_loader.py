@@ -49,7 +49,8 @@ def single(text: str) -> LocatedProblem:
 def test_minimal_policy_compiles_every_control_with_defaults() -> None:
     policy = parse_policy_text(MINIMAL)
     assert isinstance(policy, Policy)
-    assert set(policy.controls) == set(all_controls())
+    # scope.services defaults to lambda: only its controls are compiled in
+    assert set(policy.controls) == {c for c in all_controls() if c.startswith("lambda-")}
     for control_id, cc in policy.controls.items():
         ctrl = all_controls()[control_id]
         assert cc.base.enabled is ctrl.default_enabled
@@ -61,6 +62,27 @@ def test_minimal_policy_compiles_every_control_with_defaults() -> None:
     assert len(policy.digest) == 16 and set(policy.digest) <= set(string.hexdigits)
     assert policy.reference[LAMBDA_RUNTIMES]["python3.8"] == dt.date(2024, 10, 14)
     assert policy.document.scope.regions == ["us-east-1"]
+
+
+def test_services_in_scope_select_their_controls() -> None:
+    text = MINIMAL.replace(
+        "regions: [us-east-1]", "regions: [us-east-1]\n  services: [ecr, ecs, rds]"
+    )
+    assert "services: [ecr, ecs, rds]" in text
+    policy = parse_policy_text(text)
+    assert isinstance(policy, Policy)
+    assert {c.split("-", 1)[0] for c in policy.controls} == {"ecr", "ecs", "rds"}
+    assert policy.controls_for("lambda") == []
+    # opt-in controls are compiled but off until the policy turns them on
+    assert not policy.controls["rds-non-default-port"].base.enabled
+    assert policy.controls["rds-non-default-port"] not in policy.controls_for("rds")
+
+
+def test_unknown_service_is_an_error_with_its_path() -> None:
+    text = MINIMAL.replace("regions: [us-east-1]", "regions: [us-east-1]\n  services: [ecs, eks]")
+    with pytest.raises(PolicyError) as exc:
+        parse_policy_text(text)
+    assert "scope.services[1]" in str(exc.value)
 
 
 def test_digest_follows_the_text() -> None:

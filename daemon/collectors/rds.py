@@ -1,0 +1,216 @@
+"""Amazon RDS: DB instances and DB clusters, their security groups and KMS keys.
+
+DescribeDBInstances and DescribeDBClusters return everything the controls need, tags included;
+the security groups in use are read with one DescribeSecurityGroups per target, and each distinct
+KMS key with one DescribeKey. The RDS API also lists Amazon DocumentDB and Neptune resources:
+those are not RDS databases and are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from daemon.collectors import ec2, kms
+from daemon.collectors.base import AspectErrors, CollectContext, Operation, parse_timestamp
+from daemon.model import frozen_errors, frozen_tags
+from daemon.model import rds as m
+from daemon.model.ec2 import SecurityGroup
+from daemon.model.kms import KmsKey
+
+SERVICE = "rds"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("rds", "DescribeDBInstances", "rds:DescribeDBInstances"),
+    Operation("rds", "DescribeDBClusters", "rds:DescribeDBClusters"),
+    *ec2.OPERATIONS,
+    *kms.OPERATIONS,
+)
+
+NOT_RDS_ENGINES = frozenset({"docdb", "neptune"})
+
+D = TypeVar("D", m.DbInstance, m.DbCluster)
+
+
+def _tags(raw: dict[str, Any]) -> dict[str, str]:
+    return {str(t.get("Key")): str(t.get("Value", "")) for t in raw.get("TagList") or []}
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _sg_ids(raw: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        str(g["VpcSecurityGroupId"])
+        for g in raw.get("VpcSecurityGroups") or []
+        if g.get("VpcSecurityGroupId")
+    )
+
+
+def db_instance(raw: dict[str, Any], account_id: str, region: str) -> m.DbInstance:
+    """A DescribeDBInstances entry as a frozen value (no I/O; security groups and keys later)."""
+    endpoint = raw.get("Endpoint") or {}
+    port = endpoint.get("Port") or raw.get("DbInstancePort") or None
+    identifier = str(raw.get("DBInstanceIdentifier", ""))
+    return m.DbInstance(
+        arn=str(raw.get("DBInstanceArn") or f"arn:aws:rds:{region}:{account_id}:db:{identifier}"),
+        identifier=identifier,
+        account_id=account_id,
+        region=region,
+        engine=str(raw.get("Engine", "")),
+        engine_version=str(raw.get("EngineVersion", "")),
+        instance_class=str(raw.get("DBInstanceClass", "")),
+        status=str(raw.get("DBInstanceStatus", "")),
+        cluster_id=raw.get("DBClusterIdentifier") or None,
+        port=_int(port) or None,
+        publicly_accessible=bool(raw.get("PubliclyAccessible")),
+        multi_az=bool(raw.get("MultiAZ")),
+        availability_zone=raw.get("AvailabilityZone"),
+        secondary_availability_zone=raw.get("SecondaryAvailabilityZone"),
+        storage_encrypted=bool(raw.get("StorageEncrypted")),
+        kms_key_id=raw.get("KmsKeyId") or None,
+        deletion_protection=bool(raw.get("DeletionProtection")),
+        auto_minor_version_upgrade=bool(raw.get("AutoMinorVersionUpgrade")),
+        iam_auth=bool(raw.get("IAMDatabaseAuthenticationEnabled")),
+        monitoring_interval=_int(raw.get("MonitoringInterval")),
+        monitoring_role_arn=raw.get("MonitoringRoleArn") or None,
+        log_exports=tuple(raw.get("EnabledCloudwatchLogsExports") or ()),
+        security_group_ids=_sg_ids(raw),
+        backup_retention_days=_int(raw.get("BackupRetentionPeriod")),
+        preferred_backup_window=raw.get("PreferredBackupWindow"),
+        latest_restorable_time=parse_timestamp(raw.get("LatestRestorableTime")),
+        copy_tags_to_snapshot=bool(raw.get("CopyTagsToSnapshot")),
+        read_replica_source=raw.get("ReadReplicaSourceDBInstanceIdentifier") or None,
+        read_replicas=tuple(raw.get("ReadReplicaDBInstanceIdentifiers") or ()),
+        backup_target=raw.get("BackupTarget"),
+        resource_id=raw.get("DbiResourceId"),
+        created_at=parse_timestamp(raw.get("InstanceCreateTime")),
+        tags=frozen_tags(_tags(raw)),
+    )
+
+
+def db_cluster(raw: dict[str, Any], account_id: str, region: str) -> m.DbCluster:
+    """A DescribeDBClusters entry as a frozen value (no I/O; security groups and keys later)."""
+    identifier = str(raw.get("DBClusterIdentifier", ""))
+    monitoring = raw.get("MonitoringInterval")
+    return m.DbCluster(
+        arn=str(
+            raw.get("DBClusterArn") or f"arn:aws:rds:{region}:{account_id}:cluster:{identifier}"
+        ),
+        identifier=identifier,
+        account_id=account_id,
+        region=region,
+        engine=str(raw.get("Engine", "")),
+        engine_version=str(raw.get("EngineVersion", "")),
+        engine_mode=raw.get("EngineMode"),
+        status=str(raw.get("Status", "")),
+        port=_int(raw.get("Port")) or None,
+        publicly_accessible=raw.get("PubliclyAccessible"),
+        multi_az=bool(raw.get("MultiAZ")),
+        availability_zones=tuple(raw.get("AvailabilityZones") or ()),
+        storage_encrypted=bool(raw.get("StorageEncrypted")),
+        kms_key_id=raw.get("KmsKeyId") or None,
+        deletion_protection=bool(raw.get("DeletionProtection")),
+        auto_minor_version_upgrade=raw.get("AutoMinorVersionUpgrade"),
+        iam_auth=bool(raw.get("IAMDatabaseAuthenticationEnabled")),
+        monitoring_interval=None if monitoring is None else _int(monitoring),
+        log_exports=tuple(raw.get("EnabledCloudwatchLogsExports") or ()),
+        security_group_ids=_sg_ids(raw),
+        members=tuple(
+            m.ClusterMember(str(x.get("DBInstanceIdentifier", "")), bool(x.get("IsClusterWriter")))
+            for x in raw.get("DBClusterMembers") or []
+        ),
+        backup_retention_days=_int(raw.get("BackupRetentionPeriod")),
+        preferred_backup_window=raw.get("PreferredBackupWindow"),
+        earliest_restorable_time=parse_timestamp(raw.get("EarliestRestorableTime")),
+        latest_restorable_time=parse_timestamp(raw.get("LatestRestorableTime")),
+        copy_tags_to_snapshot=bool(raw.get("CopyTagsToSnapshot")),
+        backtrack_window_seconds=raw.get("BacktrackWindow"),
+        resource_id=raw.get("DbClusterResourceId"),
+        created_at=parse_timestamp(raw.get("ClusterCreateTime")),
+        tags=frozen_tags(_tags(raw)),
+    )
+
+
+class RdsCollector:
+    service = SERVICE
+    operations = OPERATIONS
+
+    async def collect(self, ctx: CollectContext) -> m.RdsSnapshot:
+        t = ctx.target
+        raw_instances = [
+            r
+            for r in await ctx.api.all_items("rds", "describe_db_instances", "DBInstances")
+            if r.get("Engine") not in NOT_RDS_ENGINES
+        ]
+        raw_clusters = [
+            r
+            for r in await ctx.api.all_items("rds", "describe_db_clusters", "DBClusters")
+            if r.get("Engine") not in NOT_RDS_ENGINES
+        ]
+        instances = [db_instance(r, t.account_id, t.region) for r in raw_instances]
+        clusters = [db_cluster(r, t.account_id, t.region) for r in raw_clusters]
+        databases: list[m.Database] = [*instances, *clusters]
+
+        groups, groups_error = await ec2.security_groups(
+            ctx, (g for db in databases for g in db.security_group_ids)
+        )
+        keys = await kms.describe_keys(
+            ctx, (db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id)
+        )
+        return m.RdsSnapshot(
+            target=t,
+            collected_at=ctx.now,
+            instances=tuple(
+                sorted(
+                    (self._resolve(ctx, i, groups, groups_error, keys) for i in instances),
+                    key=lambda i: i.arn,
+                )
+            ),
+            clusters=tuple(
+                sorted(
+                    (self._resolve(ctx, c, groups, groups_error, keys) for c in clusters),
+                    key=lambda c: c.arn,
+                )
+            ),
+        )
+
+    @staticmethod
+    def _resolve(
+        ctx: CollectContext,
+        db: D,
+        groups: Mapping[str, SecurityGroup],
+        groups_error: str | None,
+        keys: Mapping[str, KmsKey | str],
+    ) -> D:
+        """The database with its security groups and KMS key filled in, and aspect errors."""
+        errors = AspectErrors()
+        resolved: list[SecurityGroup] = []
+        if groups_error:
+            errors.fail(m.ASPECT_SECURITY_GROUPS, groups_error)
+        else:
+            missing = [g for g in db.security_group_ids if g not in groups]
+            resolved = [groups[g] for g in db.security_group_ids if g in groups]
+            if missing:
+                errors.fail(m.ASPECT_SECURITY_GROUPS, "SecurityGroupNotFound")
+                ctx.issue(
+                    db.arn, m.ASPECT_SECURITY_GROUPS, f"security group(s) not found: {missing}"
+                )
+        key: KmsKey | None = None
+        if db.storage_encrypted and db.kms_key_id:
+            found = keys.get(db.kms_key_id)
+            if isinstance(found, str):
+                errors.fail(m.ASPECT_KMS_KEY, found)
+            else:
+                key = found
+        return replace(
+            db,
+            security_groups=tuple(resolved),
+            kms_key=key,
+            errors=frozen_errors(errors.errors),
+        )

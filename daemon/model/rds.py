@@ -1,0 +1,147 @@
+"""Snapshots of Amazon RDS: DB instances and DB clusters (Aurora and Multi-AZ DB clusters).
+
+Settings that belong to a cluster (storage encryption, deletion protection, IAM authentication,
+log exports, security groups, port, Multi-AZ) are judged on the cluster; its member instances are
+judged only on what each instance sets for itself (public access, enhanced monitoring, minor
+version upgrades). Controls of the `rds-database` kind therefore see every cluster and every
+instance that is not a cluster member.
+
+Backup-relevant fields (retention, restorable times, windows, copy-tags, replicas, resource ids)
+are kept too, so backup controls and measures can read the same snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from daemon.model import ec2, kms
+from daemon.model.core import EMPTY_TAGS, Target
+from daemon.model.ec2 import SecurityGroup
+from daemon.model.kms import KmsKey
+
+DB_INSTANCE = "rds-db-instance"
+DB_CLUSTER = "rds-db-cluster"
+DATABASE = "rds-database"  # a DB cluster, or a DB instance that is not a cluster member
+
+ASPECT_SECURITY_GROUPS = ec2.ASPECT_SECURITY_GROUPS  # ec2:DescribeSecurityGroups
+ASPECT_KMS_KEY = kms.ASPECT_KMS_KEY  # kms:DescribeKey
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    identifier: str
+    is_writer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DbInstance:
+    arn: str
+    identifier: str
+    account_id: str
+    region: str
+    engine: str
+    engine_version: str = ""
+    instance_class: str = ""
+    status: str = ""
+    cluster_id: str | None = None  # DBClusterIdentifier: a member of this cluster
+    port: int | None = None
+    publicly_accessible: bool = False
+    multi_az: bool = False
+    availability_zone: str | None = None
+    secondary_availability_zone: str | None = None
+    storage_encrypted: bool = False
+    kms_key_id: str | None = None
+    kms_key: KmsKey | None = None
+    deletion_protection: bool = False
+    auto_minor_version_upgrade: bool = False
+    iam_auth: bool = False
+    monitoring_interval: int = 0  # seconds; 0: enhanced monitoring off
+    monitoring_role_arn: str | None = None
+    log_exports: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    security_groups: tuple[SecurityGroup, ...] = ()
+    # backup-relevant
+    backup_retention_days: int = 0
+    preferred_backup_window: str | None = None
+    latest_restorable_time: datetime | None = None
+    copy_tags_to_snapshot: bool = False
+    read_replica_source: str | None = None
+    read_replicas: tuple[str, ...] = ()
+    backup_target: str | None = None  # "region" | "outposts"
+    resource_id: str | None = None  # DbiResourceId
+    created_at: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
+    errors: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
+    resource_type: str = DB_INSTANCE
+
+    @property
+    def is_cluster_member(self) -> bool:
+        return self.cluster_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DbCluster:
+    arn: str
+    identifier: str
+    account_id: str
+    region: str
+    engine: str
+    engine_version: str = ""
+    engine_mode: str | None = None  # provisioned | serverless | ...
+    status: str = ""
+    port: int | None = None
+    publicly_accessible: bool | None = None  # Multi-AZ DB clusters only
+    multi_az: bool = False
+    availability_zones: tuple[str, ...] = ()
+    storage_encrypted: bool = False
+    kms_key_id: str | None = None
+    kms_key: KmsKey | None = None
+    deletion_protection: bool = False
+    auto_minor_version_upgrade: bool | None = None  # Multi-AZ DB clusters only
+    iam_auth: bool = False
+    monitoring_interval: int | None = None  # Multi-AZ DB clusters only
+    log_exports: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    security_groups: tuple[SecurityGroup, ...] = ()
+    members: tuple[ClusterMember, ...] = ()
+    # backup-relevant
+    backup_retention_days: int = 0
+    preferred_backup_window: str | None = None
+    earliest_restorable_time: datetime | None = None
+    latest_restorable_time: datetime | None = None
+    copy_tags_to_snapshot: bool = False
+    backtrack_window_seconds: int | None = None
+    resource_id: str | None = None  # DbClusterResourceId
+    created_at: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
+    errors: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
+    resource_type: str = DB_CLUSTER
+
+
+Database = DbInstance | DbCluster
+
+
+@dataclass(frozen=True, slots=True)
+class RdsSnapshot:
+    target: Target
+    collected_at: datetime
+    instances: tuple[DbInstance, ...]
+    clusters: tuple[DbCluster, ...]
+
+    def resources(self, resource_type: str) -> Sequence[DbInstance | DbCluster]:
+        if resource_type == DB_INSTANCE:
+            return self.instances
+        if resource_type == DB_CLUSTER:
+            return self.clusters
+        if resource_type == DATABASE:
+            return (*self.clusters, *(i for i in self.instances if not i.is_cluster_member))
+        return ()
+
+    def resource_counts(self) -> Mapping[str, int]:
+        return MappingProxyType({DB_CLUSTER: len(self.clusters), DB_INSTANCE: len(self.instances)})
+
+    def cluster(self, identifier: str) -> DbCluster | None:
+        return next((c for c in self.clusters if c.identifier == identifier), None)
