@@ -6,6 +6,7 @@ from daemon.collectors import awslambda
 from daemon.collectors.base import Collector, Operation
 from daemon.collectors.iam import RoleReader
 from daemon.config import Settings
+from daemon.export import operations as export_operations
 
 
 def build_collectors(settings: Settings) -> dict[str, Collector]:
@@ -18,8 +19,10 @@ def build_collectors(settings: Settings) -> dict[str, Collector]:
 
 
 def declared_operations() -> tuple[Operation, ...]:
-    """Every operation a collector may call (for zero-initialised metrics and the IAM policy)."""
+    """Every operation the daemon may call (for zero-initialised metrics and the IAM policy):
+    the collectors', then the configuration export's (optional: only with the export on; see
+    daemon/export/operations.py, which also lists what `restore` calls)."""
     seen: dict[tuple[str, str], Operation] = {}
-    for op in awslambda.OPERATIONS:
+    for op in (*awslambda.OPERATIONS, *export_operations.DAEMON):
         seen.setdefault((op.service, op.operation), op)
     return tuple(seen.values())
