@@ -32,6 +32,9 @@ from .conftest import policy_for
 from .harness import Sample, get, parse_exposition, running_daemon, select, settings_for, value
 
 LAMBDA_CONTROLS_MOTO_CANNOT_SEED = {"lambda-layers-trusted"}
+# Controls of opt-in daemon features this run leaves off: not applicable here, proven where the
+# feature is on (lambda-config-export-current: tests/integration/test_export.py).
+LAMBDA_CONTROLS_OF_OPT_IN_FEATURES = {"lambda-config-export-current"}
 
 
 @dataclass
@@ -128,7 +131,16 @@ def test_check_finds_exactly_the_seeded_violations(run: EstateRun) -> None:
 def test_metrics_show_every_seedable_lambda_control_violated(run: EstateRun) -> None:
     lambda_controls = {c for c in run.controls if c.startswith("lambda-")}
     violated = {s[1]["control"] for s in select(run.samples, "posture_violations") if s[2] > 0}
-    assert violated == lambda_controls - LAMBDA_CONTROLS_MOTO_CANNOT_SEED
+    expected = (
+        lambda_controls - LAMBDA_CONTROLS_MOTO_CANNOT_SEED - LAMBDA_CONTROLS_OF_OPT_IN_FEATURES
+    )
+    assert violated == expected
+    # not applicable with the export off: evaluated on no function, never an error
+    for control in LAMBDA_CONTROLS_OF_OPT_IN_FEATURES:
+        assert {
+            s[2] for s in select(run.samples, "posture_evaluated_resources", control=control)
+        } == {0}
+        assert not select(run.samples, "posture_backup_missing")
 
 
 @pytest.mark.parametrize("region", DEMO_REGIONS)
