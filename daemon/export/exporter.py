@@ -236,7 +236,8 @@ class Exporter:
         period = self.settings.full_check_hours * 3600
         if period <= 0 or latest is None:
             return False
-        last = self._full_checked.get(arn) or latest.captured_at
+        # first sight (a start or restart): the first check comes at this function's phase
+        last = self._full_checked.setdefault(arn, max(latest.captured_at, now))
         phase = int(hashlib.sha256(arn.encode()).hexdigest()[:8], 16) % int(period)
 
         def slot(t: dt.datetime) -> int:

@@ -122,7 +122,6 @@ class Current:
     """The target function as it is now (from the same full read as the export)."""
 
     parts: lc.FunctionParts
-    mapping_ids: Mapping[int, str] = field(default_factory=dict)  # index in parts -> UUID
 
     @property
     def view(self) -> dict[str, Any]:
@@ -142,6 +141,8 @@ class RestoreInputs:
     bucket: str | None = None  # for packages above MAX_ZIP_UPLOAD (S3Bucket/S3Key)
     bucket_region: str | None = None
     package_keys: Mapping[str, str] = field(default_factory=dict)  # CodeSha256 -> S3 key
+    # event source mappings that still name the (deleted) target function: reused, not duplicated
+    orphan_mappings: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass
@@ -792,6 +793,8 @@ class Planner:
             dest = self.destination(config)
             if dest:
                 params["DestinationConfig"] = dest
+            if len(params) == 1:  # nothing left once destinations were dropped: AWS's defaults
+                continue
             if qualifier != lc.LATEST:
                 params["Qualifier"] = self.version_of(qualifier)
             if have.get(qualifier) == config and isinstance(params.get("Qualifier", ""), str):
@@ -898,11 +901,16 @@ class Planner:
         if "event-sources" in self.drops:
             wanted = []
         have: list[tuple[str, Mapping[str, Any]]] = []
+        existing_raw: tuple[Mapping[str, Any], ...] = self.i.orphan_mappings
         if self.i.current is not None:
-            name = self.i.current.parts.name
-            for i, raw in enumerate(self.i.current.parts.event_source_mappings):
-                uuid = str(raw.get("UUID") or self.i.current.mapping_ids.get(i, ""))
-                have.append((uuid, lc.normalise_mapping(raw, name)))
+            existing_raw = tuple(self.i.current.parts.event_source_mappings)
+        elif existing_raw:
+            self.plan.notes.append(
+                f"{len(existing_raw)} event source mapping(s) of the deleted function still exist: "
+                "they are updated, not duplicated"
+            )
+        for raw in existing_raw:
+            have.append((str(raw.get("UUID") or ""), lc.normalise_mapping(raw, t.name)))
         matched: set[str] = set()
         for m in wanted:
             source = str(m.get("EventSourceArn") or "self-managed")
@@ -914,9 +922,11 @@ class Planner:
                 )
             qualifier = str(m.get("Qualifier") or lc.LATEST)
             function: str | Ref = t.name
+            same_target = True
             if qualifier != lc.LATEST:
                 q = self.version_of(qualifier)
                 function = Ref("function-version", q.key) if isinstance(q, Ref) else f"{t.name}:{q}"
+                same_target = q == qualifier
             params: dict[str, Any] = {
                 k: v for k, v in m.items() if k not in ("Qualifier", "Enabled", "DestinationConfig")
             }
@@ -950,9 +960,7 @@ class Planner:
                 continue
             matched.add(existing)
             have_m = next(h for uuid, h in have if uuid == existing)
-            if {k: v for k, v in have_m.items() if k != "Enabled"} == {
-                k: v for k, v in m.items() if k != "Enabled"
-            } and have_m.get("Enabled") == m.get("Enabled"):
+            if same_target and have_m == {**m, "Enabled": enabled}:
                 continue
             update = {
                 k: v

@@ -45,6 +45,7 @@ from daemon.export.layout import (
 from daemon.export.manifest import ENV_ENCRYPTED, Manifest
 from daemon.export.reader import read_function, region_mappings
 from daemon.metrics.health import HealthMetrics
+from daemon.model import lambdaconfig as lc
 from daemon.model import parse_arn
 
 EXIT_OK = 0
@@ -269,9 +270,16 @@ async def _check_keys(api: AwsApi, t: p.Target, keys: set[str]) -> list[p.Proble
     return problems
 
 
-async def read_current(api: AwsApi, name: str) -> p.Current | None:
-    read = await read_function(api, name, await region_mappings(api), code_for=())
-    return p.Current(read.parts) if read is not None else None
+async def read_current(
+    api: AwsApi, name: str
+) -> tuple[p.Current | None, tuple[Mapping[str, Any], ...]]:
+    """The target function as it is, and (when it does not exist) the event source mappings that
+    still name it: AWS keeps them when a function is deleted."""
+    mappings = await region_mappings(api)
+    read = await read_function(api, name, mappings, code_for=())
+    if read is not None:
+        return p.Current(read.parts), ()
+    return None, tuple(lc.mappings_of(mappings, name))
 
 
 # --- applying ------------------------------------------------------------------------------------
@@ -410,7 +418,7 @@ async def _plan(
 ) -> p.Plan:
     doc = loaded.document
     try:
-        current = await read_current(api, target.name)
+        current, orphans = await read_current(api, target.name)
     except AwsError as err:
         raise SnapshotError(f"cannot read {target.arn}: {err}") from None
     if current is not None and not request.replace:
@@ -436,6 +444,7 @@ async def _plan(
         bucket=loaded.address.bucket,
         bucket_region=bucket_region,
         package_keys=keys,
+        orphan_mappings=orphans,
     )
     plan = p.build_plan(inputs)
     if env[1]:
