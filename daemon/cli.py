@@ -187,7 +187,7 @@ def cmd_controls(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from daemon.demo.runner import run_demo
 
-    return run_demo(http_port=args.port, interval=args.interval, out=out)
+    return run_demo(http_port=args.port, interval=args.interval, out=out, export=args.export)
 
 
 def _drops(values: Sequence[str] | None) -> frozenset[str]:
@@ -300,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=9717, help="HTTP port for /metrics (default 9717)"
     )
     demo.add_argument("--interval", type=float, default=30.0, help="seconds between sweeps")
+    demo.add_argument(
+        "--export",
+        action="store_true",
+        help="also export every function's configuration to s3://posture-demo-exports/",
+    )
     demo.set_defaults(func=cmd_demo)
 
     from daemon.export.plan import DROPS

@@ -139,6 +139,19 @@ class Exporter:
     # --- the step --------------------------------------------------------------------------------
 
     async def export(self, ctx: CollectContext, snapshot: m.LambdaSnapshot) -> m.LambdaSnapshot:
+        """The snapshot with each function's export state. Never raises for the export's sake:
+        the target's posture is published whatever happened to its backup."""
+        try:
+            return await self._export(ctx, snapshot)
+        except Exception as exc:  # a bug in the export must not cost the posture
+            self.metrics.export_failures.labels("internal").inc()
+            log.error("export step failed", error=type(exc).__name__, exc_info=True)
+            coverage = self.location.url(
+                self.location.region_prefix(ctx.target.account_id, ctx.target.region)
+            )
+            return _with_index_error(snapshot, coverage, "ExportFailed")
+
+    async def _export(self, ctx: CollectContext, snapshot: m.LambdaSnapshot) -> m.LambdaSnapshot:
         target = ctx.target
         coverage = self.location.url(self.location.region_prefix(target.account_id, target.region))
         try:

@@ -83,7 +83,7 @@ class HealthMetrics:
         """The export's series, created when the export is enabled."""
         for result in ("written", "concurrent", "failed"):
             self.export_snapshots.labels(result)
-        for stage in ("index", "read", "encrypt", "code", "write", "retention"):
+        for stage in ("index", "read", "encrypt", "code", "write", "retention", "internal"):
             self.export_failures.labels(stage)
         for kind in ("snapshot", "partial", "orphans", "claim"):
             self.export_pruned.labels(kind)

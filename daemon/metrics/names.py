@@ -408,7 +408,8 @@ EXPORT_FAILURES = _d(
     "posture_export_failures",
     "counter",
     "Export failures by stage: index (bucket listing or event source mappings), read (the "
-    "function), encrypt (KMS), code (package download or upload), write, retention.",
+    "function), encrypt (KMS), code (package download or upload), write, retention, internal "
+    "(a bug: logged with its traceback).",
     ("stage",),
     "health",
 )

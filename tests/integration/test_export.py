@@ -1018,6 +1018,9 @@ def test_changes_are_exported_once_and_only_changes(race: tuple[str, ...], tmp_p
                     await change(lam)
                 await daemon.reconciler.sweep_once()
                 counts.append(len(snapshots_of(await objects(bucket, read=False), "race-b")))
+            # packages were downloaded once per function; later snapshots copied them in S3
+            assert calls("DownloadFunctionCode") == len(race)
+            assert calls("CopyObject", "s3") == len(changes) - 1
         finally:
             await daemon.gateway.close()
         return counts
