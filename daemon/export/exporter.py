@@ -173,6 +173,7 @@ class Exporter:
             return replace(fn, export=await self._function(ctx, bucket, index, fn, mappings, now))
 
         functions = await ctx.gather(snapshot.functions, one)
+        self._forget_gone(target.account_id, target.region, {f.arn for f in snapshot.functions})
         await self._retention(bucket, index, now, {f.name for f in snapshot.functions})
         return replace(
             snapshot, functions=tuple(functions), export=ExportCoverage(location=coverage)
@@ -230,6 +231,16 @@ class Exporter:
             return FunctionExport(ref)
         # the function changed between the sweep's read and ours: the next sweep exports again
         return self._pending_state(fn, ref, now, None)
+
+    def _forget_gone(self, account: str, region: str, live: set[str]) -> None:
+        """Drop what is remembered about functions of this account-region that no longer exist."""
+        here = f":{region}:{account}:function:"
+        for arn in [a for a in (*self._pending, *self._full_checked) if here in a]:
+            if arn not in live:
+                self._pending.pop(arn, None)
+                self._full_checked.pop(arn, None)
+        for key in [k for k in self._unchanged if here in k[0] and k[0] not in live]:
+            del self._unchanged[key]
 
     def _pending_state(
         self,

@@ -61,6 +61,7 @@ RESTORE: tuple[Operation, ...] = (
     _opt("kms", "DescribeKey", "kms:DescribeKey"),
     # the function as it is (the same reads as the export)
     *(op for op in EXPORT_READ if op.operation != "DownloadFunctionCode"),
+    _opt("lambda", "GetFunctionConfiguration", "lambda:GetFunctionConfiguration"),  # waits
     # writes
     _opt("lambda", "CreateFunction", "lambda:CreateFunction"),
     _opt("iam", "PassRole", "iam:PassRole"),  # CreateFunction/UpdateFunctionConfiguration
