@@ -16,6 +16,7 @@ from daemon.collectors.base import Collector
 from daemon.collectors.registry import build_collectors, declared_operations
 from daemon.config import Settings
 from daemon.controls.registry import all_controls
+from daemon.export.exporter import Exporter
 from daemon.metrics.collector import StateCollector
 from daemon.metrics.health import HealthMetrics
 from daemon.policy.compiled import Policy
@@ -42,6 +43,12 @@ class Daemon:
         self.store = StateStore()
         self.gateway = AwsGateway(settings.aws, self.metrics)
         self.policy = PolicyHolder(settings.policy_file, policy, self.metrics)
+        self.exporter: Exporter | None = None
+        if settings.export.enabled:
+            self.exporter = Exporter(
+                settings.export, self.gateway, self.metrics, settings.aws.region
+            )
+            self.metrics.zero_initialise_export()
         self.reconciler = Reconciler(
             settings,
             self.policy,
@@ -50,6 +57,7 @@ class Daemon:
             self.metrics,
             collectors if collectors is not None else build_collectors(settings),
             clock=clock,
+            exporter=self.exporter,
         )
         self.policy.on_change = self.reconciler.policy_changed
         self.registry.register(StateCollector(self.store, settings.metrics, dict(all_controls())))

@@ -1,8 +1,9 @@
-"""Command line: run, check, validate, controls, demo.
+"""Command line: run, check, validate, controls, demo, restore, snapshots.
 
 Exit codes: 0 ok; 1 violations at or above --fail-on (check); 2 invalid settings, policy or usage;
 3 check could not look everywhere (failed targets, unevaluated controls, or incomplete account
-or region discovery) and found no violation.
+or region discovery) and found no violation; 4 restore refused (snapshot unusable, function
+exists without --replace, blocking problems; nothing was changed); 5 restore failed part-way.
 Errors are one clear message on stderr, never a traceback.
 """
 
@@ -186,7 +187,80 @@ def cmd_controls(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from daemon.demo.runner import run_demo
 
-    return run_demo(http_port=args.port, interval=args.interval, out=out)
+    return run_demo(http_port=args.port, interval=args.interval, out=out, export=args.export)
+
+
+def _drops(values: Sequence[str] | None) -> frozenset[str]:
+    return frozenset(d.strip() for v in values or () for d in v.split(",") if d.strip())
+
+
+def cmd_restore(args: argparse.Namespace, out: TextIO) -> int:
+    from daemon.export.restore import (
+        EXIT_FAILED,
+        EXIT_OK,
+        EXIT_REFUSED,
+        RestoreError,
+        RestoreRequest,
+        SnapshotError,
+        restore,
+    )
+    from daemon.logging import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.log.level if args.verbose else "error", settings.log.format)
+    request = RestoreRequest(
+        snapshot=args.snapshot,
+        function_name=args.function_name,
+        account=args.account,
+        region=args.region,
+        dry_run=args.dry_run,
+        replace=args.replace,
+        drops=_drops(args.drop),
+        role=args.role,
+        assume_role=args.assume_role,
+    )
+    try:
+        asyncio.run(restore(settings, request, out))
+    except SnapshotError as exc:
+        out.flush()
+        sys.stderr.write(f"posture-daemon: restore refused: {exc}\n")
+        return EXIT_REFUSED
+    except RestoreError as exc:
+        done = f"steps 1-{exc.index - 1} are done" if exc.index > 1 else "no step is done"
+        out.write(
+            f"  FAILED {exc.index:>3}. {exc.step.action:<7} {exc.step.what}: {exc.error}\n"
+            f"  {done}; step {exc.index} and later are not. Fix the cause and run the same "
+            "command again with --replace to finish (only what differs is changed).\n"
+        )
+        sys.stderr.write(f"posture-daemon: restore failed at step {exc.index}: {exc.error}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_snapshots(args: argparse.Namespace, out: TextIO) -> int:
+    from daemon.export.restore import EXIT_REFUSED, SnapshotError, list_snapshots, render_rows
+
+    settings = load_settings()
+    try:
+        rows = asyncio.run(
+            list_snapshots(
+                settings,
+                bucket=args.bucket,
+                prefix=args.prefix,
+                account=args.account,
+                region=args.region,
+                function=args.function,
+            )
+        )
+    except SnapshotError as exc:
+        sys.stderr.write(f"posture-daemon: {exc}\n")
+        return EXIT_REFUSED
+    if args.output == "json":
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+    else:
+        render_rows(rows, out)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +300,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=9717, help="HTTP port for /metrics (default 9717)"
     )
     demo.add_argument("--interval", type=float, default=30.0, help="seconds between sweeps")
+    demo.add_argument(
+        "--export",
+        action="store_true",
+        help="also export every function's configuration to s3://posture-demo-exports/",
+    )
     demo.set_defaults(func=cmd_demo)
+
+    from daemon.export.plan import DROPS
+
+    restore = sub.add_parser(
+        "restore",
+        help="recreate a Lambda function from a configuration snapshot",
+        description="Recreate a Lambda function from a snapshot of the configuration export. "
+        "Reads the snapshot with the export's credentials (POSTURE_EXPORT__ROLE_ARN or your "
+        "own), acts in the target account with your own credentials or by assuming "
+        "--assume-role / POSTURE_EXPORT__RESTORE_ROLE_NAME there.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="parts --drop can leave out:\n"
+        + "\n".join(f"  {name:<24}{what}" for name, what in DROPS.items()),
+    )
+    restore.add_argument("--snapshot", required=True, help="s3://BUCKET/.../<snapshot id>/")
+    restore.add_argument("--function-name", help="name of the restored function (default: same)")
+    restore.add_argument("--account", help="target account (default: the snapshot's)")
+    restore.add_argument("--region", help="target region (default: the snapshot's)")
+    restore.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    restore.add_argument(
+        "--replace", action="store_true", help="restore over an existing function (in place)"
+    )
+    restore.add_argument(
+        "--drop",
+        action="append",
+        metavar="PART[,PART]",
+        help="restore without these parts (see below)",
+    )
+    restore.add_argument("--role", help="execution role ARN to use instead of the snapshot's")
+    restore.add_argument("--assume-role", help="role ARN to assume in the target account")
+    restore.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    restore.set_defaults(func=cmd_restore)
+
+    snapshots = sub.add_parser("snapshots", help="configuration snapshots in the export bucket")
+    snapshots_sub = snapshots.add_subparsers(dest="snapshots_command", required=True)
+    listing = snapshots_sub.add_parser("list", help="list snapshots and whether each is valid")
+    listing.add_argument("--function", help="only this function (with --account and --region)")
+    listing.add_argument("--account", help="only this account")
+    listing.add_argument("--region", help="only this region")
+    listing.add_argument("--bucket", help="bucket (default: POSTURE_EXPORT__BUCKET)")
+    listing.add_argument("--prefix", help="key prefix (default: POSTURE_EXPORT__PREFIX)")
+    listing.add_argument("--output", choices=("table", "json"), default="table")
+    listing.set_defaults(func=cmd_snapshots)
     return parser
 
 

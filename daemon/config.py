@@ -150,6 +150,102 @@ class MetricsSettings(Section):
     )
 
 
+_BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]+$"
+
+
+class ExportSettings(Section):
+    """Configuration backup of Lambda functions to S3 (the daemon's only writer; off by default)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Export a snapshot of every Lambda function in scope to S3 when it changes. "
+        "Off: the daemon makes no write call at all.",
+    )
+    bucket: str | None = Field(
+        default=None, pattern=_BUCKET_NAME, description="S3 bucket for the snapshots."
+    )
+    prefix: str = Field(
+        default="posture-daemon/lambda",
+        pattern=r"^([A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*)?$",
+        max_length=256,
+        description="Key prefix in the bucket (no leading or trailing slash; may be empty).",
+    )
+    bucket_region: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$",
+        description="Region of the bucket (default: POSTURE_AWS__REGION).",
+    )
+    role_arn: str | None = Field(
+        default=None,
+        pattern=_ROLE_ARN,
+        description="Role to assume for the bucket and KMS (e.g. in a backup account); unset: the "
+        "daemon's own credentials.",
+    )
+    kms_key_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="KMS key (ARN, alias ARN or id in the bucket's account and region) that "
+        "encrypts environment variable values; required with include_env_values.",
+    )
+    include_env_values: bool = Field(
+        default=False,
+        description="Export environment variable values, each encrypted with kms_key_id (never in "
+        "plaintext). Off: names only.",
+    )
+    include_code: bool = Field(
+        default=True,
+        description="Export the deployment package of $LATEST and of every version an alias, "
+        "provisioned concurrency, invoke config or trigger refers to.",
+    )
+    max_code_bytes: int = Field(
+        default=262_144_000,
+        ge=0,
+        description="Largest deployment package exported; a larger one is recorded as missing.",
+    )
+    keep_last: int | None = Field(
+        default=30,
+        ge=1,
+        description="Retention: keep at least the newest N snapshots per function (unset: no "
+        "count rule).",
+    )
+    max_age_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Retention: keep snapshots newer than this (unset: no age rule). A snapshot is "
+        "kept when any rule keeps it; the newest valid one of a function is never deleted.",
+    )
+    full_check_hours: float = Field(
+        default=24,
+        ge=0,
+        description="Re-read every function in full this often (staggered) to catch changes that "
+        "do not alter what a sweep reads (alias permissions, URLs, invoke configs); 0: never.",
+    )
+    claim_timeout_seconds: float = Field(
+        default=900,
+        ge=30,
+        description="After this, an unfinished snapshot (a writer died) may be taken over, and "
+        "retention may delete objects no manifest refers to.",
+    )
+    restore_role_name: str = Field(
+        default="PostureDaemonRestore",
+        pattern=r"^[A-Za-z0-9_+=,.@/-]+$",
+        max_length=512,
+        description="Role `restore` assumes in a target account other than its own.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExportSettings:
+        if self.enabled and not self.bucket:
+            raise ValueError("export is enabled without a bucket (set POSTURE_EXPORT__BUCKET)")
+        if self.include_env_values and not self.kms_key_id:
+            raise ValueError(
+                "include_env_values needs kms_key_id: values are only ever exported encrypted"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -174,6 +270,7 @@ class Settings(BaseSettings):
     reconciler: ReconcilerSettings = ReconcilerSettings()
     shard: ShardSettings = ShardSettings()
     metrics: MetricsSettings = MetricsSettings()
+    export: ExportSettings = ExportSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -80,8 +80,15 @@ def _operations(
 
 
 def actions(ops: Iterable[Operation], principal: Principal, *, optional: bool = False) -> list[str]:
-    """The IAM actions a principal needs for the (non-optional or optional) operations."""
-    return sorted({op.iam_action for op in _operations(ops, principal, optional=optional)})
+    """The IAM actions a principal needs for the (non-optional or optional) operations.
+
+    An optional policy only adds what the principal's default policy does not already grant.
+    """
+    ops = tuple(ops)
+    wanted = {op.iam_action for op in _operations(ops, principal, optional=optional)}
+    if optional:
+        wanted -= {op.iam_action for op in _operations(ops, principal, optional=False)}
+    return sorted(wanted)
 
 
 def statements(

@@ -9,12 +9,23 @@ event hook installed when the client is created.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import IO, Any
+
+import aiohttp
 
 from daemon.aws.clients import Client, ClientPool, Sessions
-from daemon.aws.errors import THROTTLING_CODES, AwsError, ErrorKind, error_code, to_aws_error
+from daemon.aws.errors import (
+    THROTTLING_CODES,
+    AwsError,
+    ErrorKind,
+    classify_code,
+    classify_exception,
+    error_code,
+    to_aws_error,
+)
 from daemon.config import AwsSettings
 from daemon.metrics.health import HealthMetrics
 
@@ -34,6 +45,13 @@ class AwsGateway:
         self.sessions = Sessions(settings, on_create=self._instrument)
         self.pool = ClientPool(self.sessions, settings, on_create=self._instrument)
         self._account_limits: dict[str, asyncio.Semaphore] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    def http(self) -> aiohttp.ClientSession:
+        """The HTTP session for presigned URLs (proxies from the environment, as botocore)."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(trust_env=True)
+        return self._http
 
     def _instrument(self, client: Client, account_id: str, region: str, service: str) -> None:
         metrics = self.metrics
@@ -77,6 +95,8 @@ class AwsGateway:
         return await self.sessions.own_account_id()
 
     async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
         await self.pool.close()
 
 
@@ -159,6 +179,78 @@ class AwsApi:
                     )
                 page.pop("ResponseMetadata", None)
                 yield page
+
+    async def download(
+        self,
+        url: str,
+        sink: IO[bytes],
+        *,
+        service: str,
+        operation: str,
+        max_bytes: int,
+        limit_seconds: float | None = None,
+    ) -> tuple[int, str]:
+        """GET a presigned URL (e.g. GetFunction's Code.Location) into `sink`.
+
+        Returns (bytes, SHA-256 hex). Counted and timed like an API call under `operation`;
+        failures become AwsError. The URL carries a signature: it is never logged and never put
+        into an error message.
+        """
+        metrics = self.gateway.metrics
+        metrics.api_requests.labels(service, operation).inc()
+        started = time.monotonic()
+        digest = hashlib.sha256()
+        size = 0
+        code: str | None = None
+        try:
+            async with (
+                asyncio.timeout(limit_seconds or self.gateway.settings.call_timeout_seconds),
+                self.gateway.http().get(url, allow_redirects=True) as resp,
+            ):
+                if resp.status >= 400:
+                    code = "TooManyRequests" if resp.status == 429 else str(resp.status)
+                    raise AwsError(
+                        classify_code(code, resp.status),
+                        code,
+                        service=service,
+                        operation=operation,
+                        account_id=self.account_id,
+                        region=self.region,
+                        message=f"HTTP {resp.status} from the presigned URL",
+                    )
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        code = "PackageTooLarge"
+                        raise AwsError(
+                            ErrorKind.INVALID,
+                            code,
+                            service=service,
+                            operation=operation,
+                            account_id=self.account_id,
+                            region=self.region,
+                            message=f"larger than {max_bytes} bytes",
+                        )
+                    digest.update(chunk)
+                    sink.write(chunk)
+        except AwsError:
+            raise
+        except Exception as exc:
+            code = type(exc).__name__
+            transient = isinstance(exc, aiohttp.ClientError | TimeoutError)
+            raise AwsError(
+                ErrorKind.TRANSIENT if transient else classify_exception(exc),
+                code,
+                service=service,
+                operation=operation,
+                account_id=self.account_id,
+                region=self.region,
+            ) from None
+        finally:
+            if code is not None:
+                metrics.api_errors.labels(service, operation, code).inc()
+            metrics.api_duration.labels(service).observe(time.monotonic() - started)
+        return size, digest.hexdigest()
 
     async def all_items(self, service: str, method: str, key: str, **params: Any) -> list[Any]:
         """Every item under `key` across all pages."""

@@ -22,6 +22,7 @@ from daemon.collectors.base import (
 )
 from daemon.model import awslambda as m
 from daemon.model import frozen_errors, frozen_tags, parse_arn
+from daemon.model import lambdaconfig as lc
 from daemon.model.iampolicy import PolicyDocument, PolicyParseError, parse_policy
 from daemon.model.secrets import env_var
 
@@ -118,6 +119,8 @@ class _Details:
     untrusted_action: str | None
     on_failure: str | None
     provisioned: tuple[m.ProvisionedConcurrency, ...]
+    # the raw answers behind the function's config fingerprint; None when one was unreadable
+    parts: lc.FunctionParts | None
 
 
 @dataclass
@@ -150,6 +153,7 @@ class LambdaCollector:
         )
         latest: list[dict[str, Any]] = []
         versions: dict[str, list[m.PublishedVersion]] = {}
+        raw_versions: dict[str, list[dict[str, Any]]] = {}
         for e in entries:
             if e.get("Version", "$LATEST") == "$LATEST":
                 # with FunctionVersion=ALL, $LATEST entries carry a qualified ARN
@@ -157,6 +161,7 @@ class LambdaCollector:
                 latest.append({**e, "FunctionArn": arn})
             else:
                 base = str(e.get("FunctionArn", "")).rsplit(":", 1)[0]
+                raw_versions.setdefault(base, []).append(e)
                 versions.setdefault(base, []).append(
                     m.PublishedVersion(
                         version=str(e["Version"]),
@@ -166,7 +171,9 @@ class LambdaCollector:
                 )
         layers = await self._layers(ctx)
         shared = await self._region_data(ctx, latest, layers)
-        functions = await ctx.gather(latest, lambda raw: self._function(ctx, raw, versions, shared))
+        functions = await ctx.gather(
+            latest, lambda raw: self._function(ctx, raw, versions, raw_versions, shared)
+        )
         found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
         posture = await region.collect_region(ctx)
         budget, budget_errors = await concurrency.collect_concurrency(ctx, found)
@@ -339,6 +346,7 @@ class LambdaCollector:
         ctx: CollectContext,
         raw: dict[str, Any],
         versions: dict[str, list[m.PublishedVersion]],
+        raw_versions: dict[str, list[dict[str, Any]]],
         shared: _RegionData,
     ) -> m.LambdaFunction | None:
         arn = str(raw.get("FunctionArn", ""))
@@ -350,6 +358,10 @@ class LambdaCollector:
         )
         if d is None:
             return None  # deleted since it was listed
+        fingerprint = ""
+        if d.parts is not None:
+            parts = replace(d.parts, configuration=raw, versions=tuple(raw_versions.get(arn, ())))
+            fingerprint = lc.base_fingerprint(parts)
 
         role_arn = str(raw.get("Role", ""))
         role_result = await self.roles.role(ctx.global_api, role_arn)
@@ -414,6 +426,7 @@ class LambdaCollector:
             log_group=shared.log_groups.get(log_group_name),
             web_stages=await self._web_stages(ctx, shared, d.policy, errors),
             provisioned=d.provisioned,
+            config_fingerprint=fingerprint,
             errors=frozen_errors(errors.errors),
         )
 
@@ -447,6 +460,7 @@ class LambdaCollector:
         policy_resp = await errors.fetch(
             m.ASPECT_POLICY, api.call("lambda", "get_policy", FunctionName=name)
         )
+        readable = m.ASPECT_FUNCTION not in errors.errors and m.ASPECT_POLICY not in errors.errors
         policy, problem = _parse_policy_text(policy_resp.get("Policy") if policy_resp else None)
         if problem:
             errors.fail(m.ASPECT_POLICY, "MalformedPolicy")
@@ -463,6 +477,9 @@ class LambdaCollector:
             api.call("lambda", "get_function_code_signing_config", FunctionName=name),
         )
         csc_arn = (csc or {}).get("CodeSigningConfigArn") or None
+        readable = readable and not {m.ASPECT_URL, m.ASPECT_ALIASES, m.ASPECT_CODE_SIGNING} & set(
+            errors.errors
+        )
         untrusted_action = None
         if csc_arn:
             untrusted_action, signing_error = await self._signing_action(ctx, shared, csc_arn)
@@ -484,6 +501,24 @@ class LambdaCollector:
                     FunctionName=name,
                 ),
             )
+        readable = readable and not {m.ASPECT_INVOKE_CONFIG, m.ASPECT_PROVISIONED} & set(
+            errors.errors
+        )
+        parts = None
+        if readable:
+            parts = lc.FunctionParts(
+                configuration={},  # the caller adds the ListFunctions entry and versions
+                tags=detail.get("Tags") or {},
+                reserved_concurrency=(detail.get("Concurrency") or {}).get(
+                    "ReservedConcurrentExecutions"
+                ),
+                policy=policy_resp.get("Policy") if policy_resp else None,
+                aliases=tuple(aliases or ()),
+                url=url,
+                invoke_config=invoke,
+                provisioned=tuple(provisioned or ()),
+                code_signing_config_arn=csc_arn,
+            )
         return _Details(
             tags=detail.get("Tags") or {},
             reserved=(detail.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
@@ -496,6 +531,7 @@ class LambdaCollector:
             untrusted_action=untrusted_action,
             on_failure=on_failure.get("Destination") or None,
             provisioned=_provisioned(provisioned or []),
+            parts=parts,
         )
 
     async def _web_stages(

@@ -7,6 +7,7 @@ from daemon.collectors import awslambda, ecr, ecs, rds
 from daemon.collectors.base import Collector, Operation
 from daemon.collectors.iam import RoleReader
 from daemon.config import Settings
+from daemon.export import operations as export_operations
 
 MODULES = (awslambda, ecr, ecs, rds)
 
@@ -26,16 +27,22 @@ def build_collectors(settings: Settings) -> dict[str, Collector]:
 
 
 def declared_operations() -> tuple[Operation, ...]:
-    """Every operation the daemon may call: the collectors' and those of sessions and discovery.
-
-    For zero-initialised metrics and the IAM policies (`python -m daemon.deploy`).
+    """Every operation the daemon may call: sessions and discovery, the collectors', and the
+    configuration export's (optional: only with the export on; daemon/export/operations.py also
+    lists what `restore` calls). For zero-initialised metrics and the IAM policies
+    (`python -m daemon.deploy`).
     """
     seen: dict[tuple[str, str], Operation] = {}
-    for module in (clients, discovery, *MODULES):
-        for op in module.OPERATIONS:
+    for ops in (
+        clients.OPERATIONS,
+        discovery.OPERATIONS,
+        *(module.OPERATIONS for module in MODULES),
+        export_operations.DAEMON,
+    ):
+        for op in ops:
             key = (op.service, op.operation)
             known = seen.get(key)
-            # optional only if every collector that calls it needs it for an opt-in feature
+            # optional only if every caller needs it for an opt-in feature
             if known is None or (known.optional and not op.optional):
                 seen[key] = op
     return tuple(seen.values())

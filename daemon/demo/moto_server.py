@@ -10,6 +10,12 @@ moto's own application, answers them exactly in the shape botocore's service mod
   functions, versions and aliases.
 It also enforces on PutFunctionConcurrency what AWS does and moto (without a global environment
 variable) does not: at least 100 of the account-region's limit stays unreserved.
+Two more gaps matter to the configuration export:
+- GetFunction's `Code.Location` in moto is a made-up S3 URL that cannot be fetched; the shim
+  rewrites it to a presigned-style URL on this server (10 minutes, X-Amz-Signature checked) that
+  serves moto's own copy of the package, as AWS's presigned URL does;
+- moto checks an `If-None-Match: *` PutObject and then writes, unlocked: two concurrent requests can
+  both succeed. S3 guarantees one winner, so the shim serialises conditional PutObjects.
 Everything else goes to moto unchanged. The daemon talks to it over HTTP like to any AWS endpoint.
 Tests use the same server.
 """
@@ -39,6 +45,9 @@ _ACCOUNT_SETTINGS = re.compile(r"^/2016-08-19/account-settings/?$")
 _PROVISIONED = re.compile(r"^/2019-09-30/functions/([^/]+)/provisioned-concurrency/?$")
 _RESERVED = re.compile(r"^/2017-10-31/functions/([^/]+)/concurrency/?$")
 _ADMIN_LIMIT = "/posture-shim/lambda/account-limit"
+_GET_FUNCTION = re.compile(r"^/2015-03-31/functions/([^/]+)/?$")
+_CODE_PATH = "/posture-shim/lambda-code/"
+CODE_URL_SECONDS = 600  # AWS's presigned code location is valid for 10 minutes
 _UNPUBLISHED = "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
 DEFAULT_CONCURRENCY_LIMIT = 1000  # AWS's default per account and region
 MIN_UNRESERVED = 100  # AWS keeps this much of the limit unreserved
@@ -154,13 +163,17 @@ class LambdaGapShim:
         # (account, region, function name) -> qualifier -> configuration
         self.provisioned: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
         self.faults: list[FaultRule] = []
+        # presigned code URLs: token -> (account, region, function, qualifier, signature, expiry)
+        self.code_urls: dict[str, tuple[str, str, str, str | None, str, float]] = {}
         self._lock = threading.Lock()
+        self._conditional_put = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
             self.code_signing.clear()
             self.concurrency_limits.clear()
             self.provisioned.clear()
+            self.code_urls.clear()
 
     def set_concurrency_limit(self, account: str, region: str, limit: int) -> None:
         """The account-region's ConcurrentExecutions limit (AWS's default 1000 otherwise)."""
@@ -241,7 +254,102 @@ class LambdaGapShim:
             refused = self._check_reservation(environ, reserved.group(1))
             if refused is not None:
                 return self._json(start_response, "400 Bad Request", refused)
+        if path.startswith(_CODE_PATH) and method == "GET":
+            return self._code_download(environ, start_response, path[len(_CODE_PATH) :])
+        get_function = _GET_FUNCTION.match(path)
+        if get_function and method == "GET":
+            return self._get_function(environ, start_response, get_function.group(1))
+        if method == "PUT" and environ.get("HTTP_IF_NONE_MATCH"):
+            with self._conditional_put:  # check-and-write as one step, as S3 does
+                return list(self.app(environ, start_response))
         return self.app(environ, start_response)
+
+    # --- GetFunction's code location ---------------------------------------------------------
+
+    def _get_function(
+        self, environ: Environ, start: StartResponse, name_or_arn: str
+    ) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _data: None
+
+        body = b"".join(self.app(environ, capture))
+        status, headers = captured["status"], captured["headers"]
+        if status.startswith("200"):
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            code = (doc or {}).get("Code") or {}
+            if code.get("RepositoryType") == "S3" and code.get("Location"):
+                account, region = self._where(environ)
+                query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+                qualifier = (query.get("Qualifier") or [None])[0]
+                code["Location"] = self._presign(
+                    environ, account, region, _function_name(name_or_arn), qualifier
+                )
+                body = json.dumps(doc).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+                headers.append(("Content-Length", str(len(body))))
+        start(status, headers)
+        return [body]
+
+    def _presign(
+        self, environ: Environ, account: str, region: str, name: str, qualifier: str | None
+    ) -> str:
+        import time
+
+        token = secrets.token_hex(16)
+        signature = secrets.token_hex(32)
+        with self._lock:
+            self.code_urls[token] = (
+                account,
+                region,
+                name,
+                qualifier,
+                signature,
+                time.time() + CODE_URL_SECONDS,
+            )
+        host = environ.get("HTTP_HOST") or "127.0.0.1"
+        query = urllib.parse.urlencode(
+            {
+                "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+                "X-Amz-Credential": f"ASIAEXAMPLE/20250101/{region}/s3/aws4_request",
+                "X-Amz-Expires": str(CODE_URL_SECONDS),
+                "X-Amz-SignedHeaders": "host",
+                "X-Amz-Signature": signature,
+            }
+        )
+        return f"http://{host}{_CODE_PATH}{token}?{query}"
+
+    def _code_download(self, environ: Environ, start: StartResponse, token: str) -> Iterable[bytes]:
+        import time
+
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        with self._lock:
+            found = self.code_urls.get(token)
+        denied = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+        if (
+            found is None
+            or (query.get("X-Amz-Signature") or [""])[0] != found[4]
+            or time.time() > found[5]
+        ):
+            start("403 Forbidden", [("Content-Type", "application/xml")])
+            return [denied]
+        account, region, name, qualifier, _, _ = found
+        try:
+            fn = _lambda_backend(account, region).get_function(name, qualifier)
+            data = bytes(fn.code_bytes)
+        except Exception:
+            start("404 Not Found", [("Content-Type", "application/xml")])
+            return [b"<Error><Code>NoSuchKey</Code></Error>"]
+        start(
+            "200 OK",
+            [("Content-Type", "application/zip"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
 
     @staticmethod
     def _body(environ: Environ) -> bytes:

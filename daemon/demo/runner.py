@@ -18,13 +18,28 @@ _DEMO_ENV = {
     "AWS_REGION": "us-east-1",
 }
 DEMO_ACCOUNTS = ("prod", "staging", "sandbox")
+EXPORT_BUCKET = "posture-demo-exports"  # in the management account, with `demo --export`
 
 
 def demo_policy_text() -> str:
     return resources.files("daemon.demo").joinpath("policy.yaml").read_text()
 
 
-def run_demo(http_port: int = 9717, interval: float = 30.0, out: TextIO | None = None) -> int:
+async def create_export_bucket() -> str:
+    """The demo's snapshot bucket and the KMS key for environment values (management account)."""
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    async with session.create_client("s3", region_name="us-east-1") as s3:
+        await s3.create_bucket(Bucket=EXPORT_BUCKET)
+    async with session.create_client("kms", region_name="us-east-1") as kms:
+        key = await kms.create_key(Description="posture-daemon demo: exported env values")
+    return str(key["KeyMetadata"]["Arn"])
+
+
+def run_demo(
+    http_port: int = 9717, interval: float = 30.0, out: TextIO | None = None, export: bool = False
+) -> int:
     for key, value in _DEMO_ENV.items():
         if value:
             os.environ[key] = value
@@ -47,6 +62,15 @@ def run_demo(http_port: int = 9717, interval: float = 30.0, out: TextIO | None =
     workdir = Path(tempfile.mkdtemp(prefix="posture-demo-"))
     policy_file = workdir / "policy.yaml"
     policy_file.write_text(demo_policy_text())
+    overrides: dict[str, object] = {}
+    if export:
+        key_arn = asyncio.run(create_export_bucket())
+        overrides["export"] = {
+            "enabled": True,
+            "bucket": EXPORT_BUCKET,
+            "include_env_values": True,
+            "kms_key_id": key_arn,
+        }
     settings = load_settings(
         policy_file=policy_file,
         http={"host": "127.0.0.1", "port": http_port},
@@ -54,6 +78,7 @@ def run_demo(http_port: int = 9717, interval: float = 30.0, out: TextIO | None =
             "interval_seconds": interval,
             "discovery_interval_seconds": max(60.0, interval),
         },
+        **overrides,
     )
     setup_logging(settings.log.level, settings.log.format)
     import structlog
@@ -69,6 +94,8 @@ def run_demo(http_port: int = 9717, interval: float = 30.0, out: TextIO | None =
             accounts=accounts,
             policy=str(policy_file),
             metrics=f"http://127.0.0.1:{http_port}/metrics",
+            aws_endpoint=endpoint,
+            export_bucket=EXPORT_BUCKET if export else None,
         )
         daemon = Daemon(settings, load_policy(policy_file))
         load = asyncio.create_task(simulate_load(accounts.values()), name="simulated-load")

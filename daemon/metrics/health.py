@@ -58,6 +58,10 @@ class HealthMetrics:
         self.policy_info = Info(n.POLICY_INFO.name, n.POLICY_INFO.help, registry=registry)
         self.discovery_errors = _counter(n.DISCOVERY_ERRORS, registry)
         self.build_info = Info(n.BUILD_INFO.name, n.BUILD_INFO.help, registry=registry)
+        self.export_snapshots = _counter(n.EXPORT_SNAPSHOTS, registry)
+        self.export_failures = _counter(n.EXPORT_FAILURES, registry)
+        self.export_bytes = _counter(n.EXPORT_BYTES, registry)
+        self.export_pruned = _counter(n.EXPORT_PRUNED, registry)
         self.shard_ordinal = _gauge(n.SHARD_ORDINAL, registry)
         self.total_shards = _gauge(n.TOTAL_SHARDS, registry)
 
@@ -74,3 +78,12 @@ class HealthMetrics:
             self.api_requests.labels(service, operation)
         for stage in ("organizations", "regions", "credentials"):
             self.discovery_errors.labels(stage)
+
+    def zero_initialise_export(self) -> None:
+        """The export's series, created when the export is enabled."""
+        for result in ("written", "concurrent", "failed"):
+            self.export_snapshots.labels(result)
+        for stage in ("index", "read", "encrypt", "code", "write", "retention", "internal"):
+            self.export_failures.labels(stage)
+        for kind in ("snapshot", "partial", "orphans", "claim"):
+            self.export_pruned.labels(kind)

@@ -282,6 +282,24 @@ LAMBDA_MAX_RESERVED_FRACTION = _d(
     "state",
 )
 
+# --- backups (measures: daemon/controls/export.py for kind="export") ------------------------------
+BACKUP_LAST_TIMESTAMP = _d(
+    "posture_backup_last_timestamp_seconds",
+    "gauge",
+    "Unix time of the newest backup of a resource, by kind (export: the newest valid "
+    "configuration snapshot in the export bucket). The age is time() minus this.",
+    (*TARGET_LABELS, "resource", "kind"),
+    "state",
+)
+BACKUP_MISSING = _d(
+    "posture_backup_missing",
+    "gauge",
+    "1 for a resource with no backup of the kind, 0 when it has one (export: no valid "
+    "configuration snapshot; only while the export is enabled and its index readable).",
+    (*TARGET_LABELS, "resource", "kind"),
+    "state",
+)
+
 # --- the daemon's own health (instrumented) ------------------------------------------------------
 RECONCILE_DURATION = _d(
     "posture_reconcile_duration_seconds",
@@ -376,6 +394,37 @@ BUILD_INFO = _d(
     "info",
     "Version and source revision of the daemon.",
     ("version", "revision"),
+    "health",
+)
+EXPORT_SNAPSHOTS = _d(
+    "posture_export_snapshots",
+    "counter",
+    "Configuration snapshots by result: written; concurrent (another writer wrote or is writing "
+    "the same snapshot); failed.",
+    ("result",),
+    "health",
+)
+EXPORT_FAILURES = _d(
+    "posture_export_failures",
+    "counter",
+    "Export failures by stage: index (bucket listing or event source mappings), read (the "
+    "function), encrypt (KMS), code (package download or upload), write, retention, internal "
+    "(a bug: logged with its traceback).",
+    ("stage",),
+    "health",
+)
+EXPORT_BYTES = _d(
+    "posture_export_bytes",
+    "counter",
+    "Bytes uploaded to the export bucket (documents and packages; server-side copies excluded).",
+    (),
+    "health",
+)
+EXPORT_PRUNED = _d(
+    "posture_export_pruned",
+    "counter",
+    "Deletions by retention: snapshot, partial (unfinished), orphans, claim.",
+    ("kind",),
     "health",
 )
 SHARD_ORDINAL = _d("posture_shard_ordinal", "gauge", "This replica's shard index.", (), "health")

@@ -14,6 +14,8 @@ from types import MappingProxyType
 
 from daemon.model import secrets
 from daemon.model.core import EMPTY_TAGS, RegionResource, Target
+from daemon.model.export import ASPECT_EXPORT as _ASPECT_EXPORT
+from daemon.model.export import ExportCoverage, FunctionExport
 from daemon.model.iampolicy import PolicyDocument
 
 # Lambda functions carry reduced environment variables (the same value ECS containers carry).
@@ -45,6 +47,8 @@ ASPECT_PROVISIONED = "provisioned_concurrency"  # ListProvisionedConcurrencyConf
 ASPECT_ACCOUNT_SETTINGS = "account_settings"  # GetAccountSettings: limit and unreserved pool
 ASPECT_CONCURRENCY_METRICS = "concurrency_metrics"  # CloudWatch GetMetricData: peaks, throttles
 ASPECT_RESERVATIONS = "reservations"  # every function's reserved concurrency (GetFunction)
+# The configuration export's index of the account-region in its bucket (daemon/export/):
+ASPECT_EXPORT = _ASPECT_EXPORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,10 @@ class LambdaFunction:
     log_group: LogGroup | None = None  # None: the log group does not exist
     web_stages: tuple[ApiStage, ...] = ()
     provisioned: tuple[ProvisionedConcurrency, ...] = ()  # by qualifier
+    # digest of the normalised configuration and attachments a sweep reads
+    # (daemon/model/lambdaconfig.py); "" when a part of it could not be read
+    config_fingerprint: str = ""
+    export: FunctionExport | None = None  # None: the daemon's export is disabled
     errors: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
     resource_type: str = FUNCTION
 
@@ -284,6 +292,7 @@ class LambdaSnapshot:
     functions: tuple[LambdaFunction, ...]
     layer_versions: tuple[LayerVersion, ...]
     region: RegionPosture
+    export: ExportCoverage | None = None  # None: the daemon's export is disabled
 
     def resources(
         self, resource_type: str

@@ -17,9 +17,11 @@ from typing import Literal
 #   the daemon's own role when it scans its own account;
 # - "hub": the role the daemon runs as (IRSA, EKS Pod Identity, ECS task role);
 # - "organizations": whoever lists the organization's accounts: the hub role itself when it runs
-#   in the management account, or the role named by POSTURE_AWS__ORGANIZATIONS_ROLE_ARN.
-Principal = Literal["reader", "hub", "organizations"]
-PRINCIPALS: tuple[Principal, ...] = ("reader", "hub", "organizations")
+#   in the management account, or the role named by POSTURE_AWS__ORGANIZATIONS_ROLE_ARN;
+# - "export": whoever writes configuration snapshots (the bucket and its KMS key): the role named
+#   by POSTURE_EXPORT__ROLE_ARN, or the hub role when it is unset. Opt-in only.
+Principal = Literal["reader", "hub", "organizations", "export"]
+PRINCIPALS: tuple[Principal, ...] = ("reader", "hub", "organizations", "export")
 
 
 @dataclass(frozen=True, slots=True)

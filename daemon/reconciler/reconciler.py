@@ -24,9 +24,11 @@ from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors.base import CollectContext, Collector
 from daemon.config import Settings
 from daemon.controls.engine import evaluate
+from daemon.export.exporter import Exporter
 from daemon.measures import measure_policy, measure_target
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Target
+from daemon.model.awslambda import LambdaSnapshot
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
 from daemon.reconciler.queue import Backoff, WorkQueue
@@ -86,6 +88,7 @@ class Reconciler:
         collectors: Mapping[str, Collector],
         clock: Clock = utcnow,
         rng: random.Random | None = None,
+        exporter: Exporter | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -93,6 +96,7 @@ class Reconciler:
         self.store = store
         self.metrics = metrics
         self.collectors = dict(collectors)
+        self.exporter = exporter  # None: the configuration export is off (no write call at all)
         self.clock = clock
         self.rng = rng or random.Random()
         rs = settings.reconciler
@@ -192,6 +196,8 @@ class Reconciler:
         )
         async with asyncio.timeout(settings.reconciler.target_timeout_seconds):
             snapshot = await collector.collect(ctx)
+            if self.exporter is not None and isinstance(snapshot, LambdaSnapshot):
+                snapshot = await self.exporter.export(ctx, snapshot)
         evaluation = evaluate(snapshot, policy, now)
         for issue in ctx.issues:
             if self._seen.first_time(("issue", issue.resource, issue.aspect, issue.message)):

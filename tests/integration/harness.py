@@ -108,12 +108,25 @@ async def wait_for_sweeps(daemon: Daemon, n: int = 1, timeout: float = 60) -> No
         start = {t: h.last_success for t, h in daemon.store.view().health.items()}
 
 
-@asynccontextmanager
-async def aws_client(service: str, account: str, region: str = "us-east-1") -> AsyncIterator[Any]:
-    """A client acting in `account` (through AssumeRole, as an operator of that account would)."""
+_LOADER: dict[str, Any] = {}
+
+
+def _session() -> Any:
+    """A new session sharing one botocore loader, so service models are parsed once per run."""
     from aiobotocore.session import get_session
 
     session = get_session()
+    if "loader" not in _LOADER:
+        _LOADER["loader"] = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _LOADER["loader"])
+    return session
+
+
+@asynccontextmanager
+async def aws_client(service: str, account: str, region: str = "us-east-1") -> AsyncIterator[Any]:
+    """A client acting in `account` (through AssumeRole, as an operator of that account would)."""
+    session = _session()
     async with session.create_client("sts", region_name=region) as sts:
         creds = (
             await sts.assume_role(
