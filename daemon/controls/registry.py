@@ -155,7 +155,7 @@ def control(
 
 def _load_catalogue() -> None:
     # Importing the service modules registers their controls.
-    from daemon.controls import awslambda, concurrency, ecr, ecs, rds  # noqa: F401
+    from daemon.controls import awslambda, backup, concurrency, ecr, ecs, rds  # noqa: F401
 
 
 def all_controls() -> Mapping[str, AnyControl]:
