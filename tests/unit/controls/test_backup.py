@@ -658,3 +658,19 @@ def test_age_text() -> None:
     assert b.age_text(dt.timedelta(hours=5)) == "5.0 h"
     assert b.age_text(dt.timedelta(days=5)) == "5.0 d"
     assert b.age_text(dt.timedelta(seconds=-5)) == "0 min"
+
+
+def test_the_readme_backup_policy_example_is_a_valid_policy() -> None:
+    """The README shows how the backup policy is written: it must compile as it stands."""
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Backup policy", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    pol = policy(block)
+    assert set(yaml.safe_load(block)["controls"]) <= set(pol.controls)
+    critical = make_fn("critical", code_sha256=CODE_V2, tags=frozen_tags({"tier": "critical"}))
+    assert gauges(lambda_snapshot(critical), pol)[(LIMIT, "critical", "version")] == 86400
+    assert pol.controls["lambda-log-export"].base.enabled
