@@ -313,7 +313,7 @@ BACKUP_POLICY_MAX_AGE = _d(
     "posture_backup_policy_max_age_seconds",
     "gauge",
     "The backup policy's default age limit by service and kind (the control's parameter before "
-    "overrides; absent when the control is disabled by default): for dashboards.",
+    "overrides; absent where the policy disables the control): for dashboards.",
     (SERVICE, "kind"),
     "state",
 )
