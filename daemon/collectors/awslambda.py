@@ -7,6 +7,7 @@ The presigned code URL that GetFunction returns is never kept.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,7 +44,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("lambda", "ListLayers", "lambda:ListLayers"),
     Operation("lambda", "ListLayerVersions", "lambda:ListLayerVersions"),
     Operation("lambda", "GetLayerVersionPolicy", "lambda:GetLayerVersionPolicy"),
+    # layer versions of other accounts that functions reference (do they still exist?)
+    Operation("lambda", "GetLayerVersionByArn", "lambda:GetLayerVersion"),
     Operation("logs", "DescribeLogGroups", "logs:DescribeLogGroups"),
+    # plain reads, granted with the rest; called only while lambda-log-export may run
+    Operation("logs", "DescribeSubscriptionFilters", "logs:DescribeSubscriptionFilters"),
+    Operation("logs", "DescribeExportTasks", "logs:DescribeExportTasks"),
     Operation("ec2", "DescribeSubnets", "ec2:DescribeSubnets"),
     Operation("apigateway", "GetStages", "apigateway:GET"),
     *iam.OPERATIONS,
@@ -52,6 +58,7 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 DEFAULT_LOG_PREFIX = "/aws/lambda/"
+LOG_EXPORT_CONTROL = "lambda-log-export"
 
 
 def _env_vars(raw: dict[str, Any]) -> tuple[tuple[m.EnvVar, ...], str | None]:
@@ -129,9 +136,11 @@ class _RegionData:
 
     log_groups: dict[str, m.LogGroup]
     log_groups_error: str | None
+    log_export_errors: dict[str, str]  # log group name ("" for all) -> error code
     subnet_azs: dict[str, str]
     subnets_error: str | None
     layer_versions: set[str]  # ARNs of layer versions that exist in this account-region
+    foreign_layers: dict[str, bool | str]  # other accounts' layer ARNs -> exists | error code
     stages: dict[
         str, tuple[bool, dict[str, str | None]] | str
     ]  # api id -> (found, stage->acl) | error
@@ -231,6 +240,7 @@ class LambdaCollector:
         self, ctx: CollectContext, functions: list[dict[str, Any]], layers: list[m.LayerVersion]
     ) -> _RegionData:
         log_groups, log_error = await self._log_groups(ctx, functions)
+        log_groups, export_errors = await self._log_export(ctx, log_groups)
         subnet_ids = sorted(
             {s for f in functions for s in (f.get("VpcConfig") or {}).get("SubnetIds") or []}
         )
@@ -238,9 +248,11 @@ class LambdaCollector:
         return _RegionData(
             log_groups=log_groups,
             log_groups_error=log_error,
+            log_export_errors=export_errors,
             subnet_azs=subnet_azs,
             subnets_error=subnet_error,
             layer_versions={lv.arn for lv in layers},
+            foreign_layers=await self._foreign_layers(ctx, functions),
             stages={},
             signing={},
             signing_errors={},
@@ -273,6 +285,86 @@ class LambdaCollector:
                 raise
             return {}, err.code
         return found, None
+
+    async def _log_export(
+        self, ctx: CollectContext, groups: dict[str, m.LogGroup]
+    ) -> tuple[dict[str, m.LogGroup], dict[str, str]]:
+        """Subscription filters of each function's log group, and the newest completed export
+        task per log group (one DescribeExportTasks walk per target). Only while the opt-in
+        lambda-log-export control may run; errors are returned by log group ("" for all)."""
+        if not groups or not ctx.wants(LOG_EXPORT_CONTROL):
+            return groups, {}
+        errors: dict[str, str] = {}
+        newest: dict[str, dt.datetime] = {}
+        try:
+            tasks = await ctx.api.all_items(
+                "logs", "describe_export_tasks", "exportTasks", statusCode="COMPLETED"
+            )
+            for task in tasks:
+                to = task.get("to")
+                name = str(task.get("logGroupName") or "")
+                if name in groups and isinstance(to, int | float) and to > 0:
+                    when = dt.datetime.fromtimestamp(to / 1000, dt.UTC)
+                    newest[name] = max(when, newest.get(name, when))
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            errors[""] = err.code
+
+        async def one(group: m.LogGroup) -> m.LogGroup:
+            try:
+                filters = await ctx.api.all_items(
+                    "logs",
+                    "describe_subscription_filters",
+                    "subscriptionFilters",
+                    logGroupName=group.name,
+                )
+            except AwsError as err:
+                if err.kind.retryable:
+                    raise
+                if err.kind is not ErrorKind.NOT_FOUND:  # deleted since: no filters
+                    errors[group.name] = err.code
+                filters = []
+            return replace(
+                group,
+                subscription_filters=len(filters),
+                subscription_destinations=tuple(
+                    sorted(str(f.get("destinationArn") or "") for f in filters)
+                ),
+                last_export_task=newest.get(group.name),
+            )
+
+        read = await ctx.gather(sorted(groups.values(), key=lambda g: g.name), one)
+        return {g.name: g for g in read}, errors
+
+    async def _foreign_layers(
+        self, ctx: CollectContext, functions: list[dict[str, Any]]
+    ) -> dict[str, bool | str]:
+        """Whether each layer version of another account that a function references still
+        exists (GetLayerVersionByArn, once per distinct ARN): True, False (deleted), or the error
+        code when the owner does not let this account read it."""
+        own = ctx.target.account_id
+        arns = sorted(
+            {
+                ref.arn
+                for f in functions
+                for ref in (_layer_ref(layer) for layer in f.get("Layers") or [])
+                if ref.account_id and ref.account_id != own
+            }
+        )
+
+        async def one(arn: str) -> tuple[str, bool | str]:
+            try:
+                await ctx.api.call("lambda", "get_layer_version_by_arn", Arn=arn)
+            except AwsError as err:
+                if err.kind is ErrorKind.NOT_FOUND:
+                    return arn, False
+                if err.kind.retryable:
+                    raise
+                return arn, err.code
+            return arn, True
+
+        return dict(await ctx.gather(arns, one))
 
     async def _subnets(
         self, ctx: CollectContext, subnet_ids: list[str]
@@ -371,6 +463,11 @@ class LambdaCollector:
         log_group_name = self._log_group_name(raw)
         if shared.log_groups_error:
             errors.fail(m.ASPECT_LOG_GROUP, shared.log_groups_error)
+        export_error = shared.log_export_errors.get(log_group_name) or shared.log_export_errors.get(
+            ""
+        )
+        if export_error:
+            errors.fail(m.ASPECT_LOG_EXPORT, export_error)
 
         vpc = raw.get("VpcConfig") or {}
         subnet_ids = tuple(vpc.get("SubnetIds") or ())
@@ -385,6 +482,21 @@ class LambdaCollector:
             errors.fail(m.ASPECT_ENV, env_error)
         layer_refs = tuple(_layer_ref(layer) for layer in raw.get("Layers") or [])
         own = ctx.target.account_id
+        missing_layers = []
+        for ref in layer_refs:
+            if not ref.account_id:
+                ctx.issue(arn, m.ASPECT_LAYERS, f"unparseable layer ARN {ref.arn!r}")
+                errors.fail(m.ASPECT_LAYERS, "MalformedLayerArn")
+                continue
+            if ref.account_id == own:
+                if ref.arn not in shared.layer_versions:
+                    missing_layers.append(ref.arn)
+                continue
+            exists = shared.foreign_layers.get(ref.arn, True)
+            if isinstance(exists, str):
+                errors.fail(m.ASPECT_LAYERS, exists)
+            elif not exists:
+                missing_layers.append(ref.arn)
         return m.LambdaFunction(
             arn=arn,
             name=str(raw.get("FunctionName", "")),
@@ -405,11 +517,7 @@ class LambdaCollector:
             vpc_security_group_ids=tuple(vpc.get("SecurityGroupIds") or ()),
             vpc_azs=vpc_azs,
             layers=layer_refs,
-            missing_layers=tuple(
-                r.arn
-                for r in layer_refs
-                if r.account_id == own and r.arn not in shared.layer_versions
-            ),
+            missing_layers=tuple(missing_layers),
             tracing_mode=(raw.get("TracingConfig") or {}).get("Mode"),
             dead_letter_target=(raw.get("DeadLetterConfig") or {}).get("TargetArn") or None,
             on_failure_destination=d.on_failure,

@@ -1,9 +1,16 @@
-"""Amazon RDS: DB instances and DB clusters, their security groups and KMS keys.
+"""Amazon RDS: DB instances and DB clusters, their security groups and KMS keys, their snapshots
+and backups, and the AWS Config recorders of the account-region.
 
 DescribeDBInstances and DescribeDBClusters return everything the controls need, tags included;
 the security groups in use are read with one DescribeSecurityGroups per target, and each distinct
 KMS key with one DescribeKey. The RDS API also lists Amazon DocumentDB and Neptune resources:
 those are not RDS databases and are skipped.
+
+Backups: DescribeDBSnapshots and DescribeDBClusterSnapshots (automated, manual and AWS Backup's
+snapshots, one paginated walk each per target); the `restore` attribute of each *manual* snapshot
+(Describe*SnapshotAttributes: who may restore it; automated snapshots cannot be shared); and,
+only while the opt-in rds-backup-plan control may run, AWS Backup's ListProtectedResources (one
+paginated walk per target).
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from daemon.collectors import ec2, kms
+from daemon.aws.errors import AwsError, ErrorKind
+from daemon.collectors import ec2, kms, region
 from daemon.collectors.base import AspectErrors, CollectContext, Operation, parse_timestamp
 from daemon.model import frozen_errors, frozen_tags
 from daemon.model import rds as m
@@ -24,11 +32,22 @@ SERVICE = "rds"
 OPERATIONS: tuple[Operation, ...] = (
     Operation("rds", "DescribeDBInstances", "rds:DescribeDBInstances"),
     Operation("rds", "DescribeDBClusters", "rds:DescribeDBClusters"),
+    Operation("rds", "DescribeDBSnapshots", "rds:DescribeDBSnapshots"),
+    Operation("rds", "DescribeDBClusterSnapshots", "rds:DescribeDBClusterSnapshots"),
+    Operation("rds", "DescribeDBSnapshotAttributes", "rds:DescribeDBSnapshotAttributes"),
+    Operation(
+        "rds", "DescribeDBClusterSnapshotAttributes", "rds:DescribeDBClusterSnapshotAttributes"
+    ),
+    # a plain read, granted with the rest; called only while rds-backup-plan may run
+    Operation("backup", "ListProtectedResources", "backup:ListProtectedResources"),
     *ec2.OPERATIONS,
     *kms.OPERATIONS,
+    *region.CONFIG_OPERATIONS,
 )
 
 NOT_RDS_ENGINES = frozenset({"docdb", "neptune"})
+BACKUP_PLAN_CONTROL = "rds-backup-plan"
+CONFIG_CONTROL = "rds-config-recording"
 
 D = TypeVar("D", m.DbInstance, m.DbCluster)
 
@@ -137,6 +156,41 @@ def db_cluster(raw: dict[str, Any], account_id: str, region: str) -> m.DbCluster
     )
 
 
+def db_snapshot(raw: dict[str, Any], account_id: str, region: str, cluster: bool) -> m.DbSnapshot:
+    """A DescribeDBSnapshots / DescribeDBClusterSnapshots entry as a frozen value."""
+    if cluster:
+        identifier = str(raw.get("DBClusterSnapshotIdentifier", ""))
+        arn = raw.get("DBClusterSnapshotArn") or (
+            f"arn:aws:rds:{region}:{account_id}:cluster-snapshot:{identifier}"
+        )
+        db_identifier = str(raw.get("DBClusterIdentifier", ""))
+        resource_id = raw.get("DbClusterResourceId")
+        encrypted = bool(raw.get("StorageEncrypted"))
+    else:
+        identifier = str(raw.get("DBSnapshotIdentifier", ""))
+        arn = raw.get("DBSnapshotArn") or f"arn:aws:rds:{region}:{account_id}:snapshot:{identifier}"
+        db_identifier = str(raw.get("DBInstanceIdentifier", ""))
+        resource_id = raw.get("DbiResourceId")
+        encrypted = bool(raw.get("Encrypted"))
+    return m.DbSnapshot(
+        arn=str(arn),
+        identifier=identifier,
+        account_id=account_id,
+        region=region,
+        cluster=cluster,
+        db_identifier=db_identifier,
+        db_resource_id=resource_id or None,
+        snapshot_type=str(raw.get("SnapshotType") or ""),
+        status=str(raw.get("Status") or ""),
+        created_at=parse_timestamp(raw.get("SnapshotCreateTime")),
+        encrypted=encrypted,
+        kms_key_id=raw.get("KmsKeyId") or None,
+        engine=str(raw.get("Engine") or ""),
+        tags=frozen_tags(_tags(raw)),
+        resource_type=m.DB_CLUSTER_SNAPSHOT if cluster else m.DB_SNAPSHOT,
+    )
+
+
 class RdsCollector:
     service = SERVICE
     operations = OPERATIONS
@@ -163,22 +217,128 @@ class RdsCollector:
         keys = await kms.describe_keys(
             ctx, (db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id)
         )
+        snapshots, snapshots_error = await self._snapshots(ctx)
+        protected, protected_error = await self._protected(ctx)
+        shared = {
+            m.ASPECT_SNAPSHOTS: snapshots_error,
+            m.ASPECT_BACKUP_PLAN: protected_error,
+        }
+        posture = (
+            await region.collect_region(ctx, trails=False) if ctx.wants(CONFIG_CONTROL) else None
+        )
         return m.RdsSnapshot(
             target=t,
             collected_at=ctx.now,
             instances=tuple(
                 sorted(
-                    (self._resolve(ctx, i, groups, groups_error, keys) for i in instances),
+                    (self._resolve(ctx, i, groups, groups_error, keys, shared) for i in instances),
                     key=lambda i: i.arn,
                 )
             ),
             clusters=tuple(
                 sorted(
-                    (self._resolve(ctx, c, groups, groups_error, keys) for c in clusters),
+                    (self._resolve(ctx, c, groups, groups_error, keys, shared) for c in clusters),
                     key=lambda c: c.arn,
                 )
             ),
+            snapshots=tuple(sorted(snapshots, key=lambda x: x.arn)),
+            protected=protected,
+            region=posture,
         )
+
+    # --- backups ---------------------------------------------------------------------------------
+
+    async def _snapshots(self, ctx: CollectContext) -> tuple[list[m.DbSnapshot], str | None]:
+        """Every DB and DB cluster snapshot of the target, with the `restore` attribute of the
+        manual ones. A denied listing is an aspect error on every database (returned here)."""
+        t = ctx.target
+        try:
+            raw_instance = await ctx.api.all_items("rds", "describe_db_snapshots", "DBSnapshots")
+            raw_cluster = await ctx.api.all_items(
+                "rds", "describe_db_cluster_snapshots", "DBClusterSnapshots"
+            )
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            return [], err.code
+        found = [
+            db_snapshot(r, t.account_id, t.region, cluster=False)
+            for r in raw_instance
+            if r.get("Engine") not in NOT_RDS_ENGINES
+        ] + [
+            db_snapshot(r, t.account_id, t.region, cluster=True)
+            for r in raw_cluster
+            if r.get("Engine") not in NOT_RDS_ENGINES
+        ]
+        read = await ctx.gather(found, lambda snap: self._restore_attribute(ctx, snap))
+        return [s for s in read if s is not None], None
+
+    @staticmethod
+    async def _restore_attribute(ctx: CollectContext, snap: m.DbSnapshot) -> m.DbSnapshot | None:
+        """Who may restore a manual snapshot (None: it was deleted since it was listed)."""
+        if snap.snapshot_type != "manual":
+            return snap  # automated and AWS Backup snapshots cannot be shared
+        if snap.cluster:
+            call = ctx.api.call(
+                "rds",
+                "describe_db_cluster_snapshot_attributes",
+                DBClusterSnapshotIdentifier=snap.identifier,
+            )
+            result_key, list_key = (
+                "DBClusterSnapshotAttributesResult",
+                "DBClusterSnapshotAttributes",
+            )
+        else:
+            call = ctx.api.call(
+                "rds", "describe_db_snapshot_attributes", DBSnapshotIdentifier=snap.identifier
+            )
+            result_key, list_key = "DBSnapshotAttributesResult", "DBSnapshotAttributes"
+        try:
+            resp = await call
+        except AwsError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                return None
+            if err.kind.retryable:
+                raise
+            return replace(snap, errors=frozen_errors({m.ASPECT_SNAPSHOT_ATTRIBUTES: err.code}))
+        attributes = (resp.get(result_key) or {}).get(list_key) or []
+        accounts = next(
+            (
+                tuple(str(v) for v in a.get("AttributeValues") or [])
+                for a in attributes
+                if a.get("AttributeName") == "restore"
+            ),
+            (),
+        )
+        return replace(snap, restore_accounts=accounts)
+
+    @staticmethod
+    async def _protected(
+        ctx: CollectContext,
+    ) -> tuple[Mapping[str, m.RecoveryPoint] | None, str | None]:
+        """AWS Backup's protected resources of the account-region, by ARN (only while the opt-in
+        rds-backup-plan control may run: otherwise None, and no call)."""
+        if not ctx.wants(BACKUP_PLAN_CONTROL):
+            return None, None
+        try:
+            items = await ctx.api.all_items("backup", "list_protected_resources", "Results")
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            return None, err.code
+        out: dict[str, m.RecoveryPoint] = {}
+        for r in items:
+            arn = str(r.get("ResourceArn") or "")
+            if not arn:
+                continue
+            out[arn] = m.RecoveryPoint(
+                resource_arn=arn,
+                resource_type=str(r.get("ResourceType") or ""),
+                last_backup=parse_timestamp(r.get("LastBackupTime")),
+                vault_arn=r.get("LastBackupVaultArn"),
+                recovery_point_arn=r.get("LastRecoveryPointArn"),
+            )
+        return out, None
 
     @staticmethod
     def _resolve(
@@ -187,9 +347,13 @@ class RdsCollector:
         groups: Mapping[str, SecurityGroup],
         groups_error: str | None,
         keys: Mapping[str, KmsKey | str],
+        shared_errors: Mapping[str, str | None],
     ) -> D:
         """The database with its security groups and KMS key filled in, and aspect errors."""
         errors = AspectErrors()
+        for aspect, code in shared_errors.items():
+            if code:
+                errors.fail(aspect, code)
         resolved: list[SecurityGroup] = []
         if groups_error:
             errors.fail(m.ASPECT_SECURITY_GROUPS, groups_error)

@@ -1,4 +1,8 @@
-"""Region-wide audit posture: AWS Config recorders and CloudTrail trails covering the region."""
+"""Region-wide audit posture: AWS Config recorders and CloudTrail trails covering the region.
+
+The Lambda target reads both; the RDS target reads only the AWS Config recorders (whether they
+record the RDS resource types its backups depend on), with the same code.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,16 @@ from daemon.model.awslambda import (
     Trail,
 )
 
-OPERATIONS = (
+CONFIG_OPERATIONS = (
     Operation("config", "DescribeConfigurationRecorders", "config:DescribeConfigurationRecorders"),
     Operation(
         "config",
         "DescribeConfigurationRecorderStatus",
         "config:DescribeConfigurationRecorderStatus",
     ),
+)
+OPERATIONS = (
+    *CONFIG_OPERATIONS,
     Operation("cloudtrail", "DescribeTrails", "cloudtrail:DescribeTrails"),
     Operation("cloudtrail", "GetTrailStatus", "cloudtrail:GetTrailStatus"),
     Operation("cloudtrail", "GetEventSelectors", "cloudtrail:GetEventSelectors"),
@@ -124,10 +131,11 @@ async def _trails(ctx: CollectContext, errors: AspectErrors) -> tuple[Trail, ...
     return tuple(out)
 
 
-async def collect_region(ctx: CollectContext) -> RegionPosture:
+async def collect_region(ctx: CollectContext, trails: bool = True) -> RegionPosture:
+    """The account-region's AWS Config recorders and (unless `trails` is False) its trails."""
     errors = AspectErrors()
     recorders = await _config(ctx, errors)
-    trails = await _trails(ctx, errors)
+    found = await _trails(ctx, errors) if trails else ()
     t = ctx.target
     return RegionPosture(
         arn=region_resource_id(t.account_id, t.region),
@@ -135,5 +143,5 @@ async def collect_region(ctx: CollectContext) -> RegionPosture:
         region=t.region,
         errors=frozen_errors(errors.errors),
         config_recorders=recorders,
-        trails=trails,
+        trails=found,
     )

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 from pydantic import Field
 
+from daemon.controls import common
 from daemon.controls.common import (
     RESTRICTING_KEYS,
     SOURCE_KEYS,
@@ -732,17 +733,7 @@ class ConfigRecordingParams(Params):
 def config_recording(
     region: m.RegionPosture, p: ConfigRecordingParams, ctx: EvalContext
 ) -> Outcome | None:
-    if not region.config_recorders:
-        return failed("no AWS Config recorder")
-    missing = [
-        t for t in p.resource_types if not any(r.records(t) for r in region.config_recorders)
-    ]
-    if missing:
-        states = ", ".join(
-            f"{r.name} {'recording' if r.recording else 'stopped'}" for r in region.config_recorders
-        )
-        return failed(f"not recorded: {', '.join(missing)} ({states})")
-    return passed(f"recording {', '.join(p.resource_types)}")
+    return common.config_recording(region.config_recorders, p.resource_types)
 
 
 @control(

@@ -13,7 +13,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from daemon.controls.registry import Params
+from daemon.controls.registry import Outcome, Params, failed, passed
+from daemon.model.awslambda import ConfigRecorder
 from daemon.model.iampolicy import Statement
 from daemon.model.secrets import DETECTORS, PRECISE_DETECTORS, EnvVar
 
@@ -143,3 +144,17 @@ def secret_hits(
         ):
             hits.append(f"{var.name} (name suggests a secret)")
     return hits
+
+
+def config_recording(recorders: Sequence[ConfigRecorder], resource_types: Sequence[str]) -> Outcome:
+    """Whether the account-region's AWS Config recorders record every one of the resource types
+    (the region-wide check of each service that needs a configuration history)."""
+    if not recorders:
+        return failed("no AWS Config recorder")
+    missing = [t for t in resource_types if not any(r.records(t) for r in recorders)]
+    if missing:
+        states = ", ".join(
+            f"{r.name} {'recording' if r.recording else 'stopped'}" for r in recorders
+        )
+        return failed(f"not recorded: {', '.join(missing)} ({states})")
+    return passed(f"recording {', '.join(resource_types)}")

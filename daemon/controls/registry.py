@@ -155,7 +155,15 @@ def control(
 
 def _load_catalogue() -> None:
     # Importing the service modules registers their controls.
-    from daemon.controls import awslambda, concurrency, ecr, ecs, export, rds  # noqa: F401
+    from daemon.controls import (  # noqa: F401
+        awslambda,
+        backup,
+        concurrency,
+        ecr,
+        ecs,
+        export,
+        rds,
+    )
 
 
 def all_controls() -> Mapping[str, AnyControl]:

@@ -8,7 +8,6 @@ AssumeRole, the way the daemon reaches them. The container and database resource
 in containers.py and databases.py; this module seeds everything.
 
 What moto 5 cannot represent (kept out of the estate, covered by unit tests instead):
-- layers from another account (moto swaps a foreign layer ARN for the caller's own layer);
 - dead-letter queues (DeadLetterConfig is dropped), so async failure capture uses destinations;
 - a custom log group in LoggingConfig (not returned), so functions log to /aws/lambda/NAME;
 - function URL permissions (moto stores FunctionUrlAuthType outside the Condition block).
@@ -22,22 +21,30 @@ put_metric_data in the AWS/Lambda namespace (AWS reserves it), and a query witho
 aggregates every dimension set of the metric — so per-function Throttles are written with their
 FunctionName only and the account total is their sum, as AWS reports it, and ConcurrentExecutions is
 written for the account only.
+
+Backups: functions with current, stale and missing published versions (their ages set through the
+shim's backdating, since moto stamps everything "now"), log groups with short, 30-day and unlimited
+retention, exported by subscription filter, by an export task, or not at all, a function whose own
+layer version was deleted and two using a vendor account's layers (one of them deleted by the
+vendor: the shim keeps another account's layer on CreateFunction and answers
+GetLayerVersionByArn), and a function no CloudFormation stack manages. The other functions carry
+the stack tag CloudFormation sets (moto accepts the reserved `aws:` tag prefix; AWS lets only
+CloudFormation set it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import json
-import os
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-import aiohttp
 from aiobotocore.session import AioSession, get_session
 
 from daemon.demo import common, containers, databases
@@ -57,6 +64,12 @@ SEEDED_SECRETS = (
 )
 
 RolePolicy = Literal["scoped", "admin_managed", "wildcard_inline", "no_logs", "shared"]
+LogExport = Literal["subscription", "task", "none"]
+VENDOR_ACCOUNT = "444455556666"  # publishes layers the demo's functions use (never scanned)
+VENDOR_LAYERS = ("vendor-telemetry", "vendor-legacy")  # the second is deleted after seeding
+OWN_DELETED_LAYER = "legacy-utils"  # published, used, then deleted in every account-region
+STACK = "demo-estate"  # the CloudFormation stack the demo's functions pretend to belong to
+STACK_TAG = "aws:cloudformation:stack-name"
 Permission = Literal["api:orders", "api:legacy", "public", "s3-unscoped", "s3-scoped"]
 
 
@@ -85,6 +98,13 @@ class FunctionSpec:
     on_failure: bool = True
     tracing: str = "Active"
     tags: dict[str, str] = field(default_factory=dict)
+    # backups
+    log_retention: int | None = 30  # None: never expire
+    log_export: LogExport = "subscription"
+    code_change: bool = False  # $LATEST's code changed after the version was published
+    version_age: dt.timedelta | None = None  # backdate version 1 (moto stamps "now")
+    latest_age: dt.timedelta | None = None  # backdate $LATEST's LastModified
+    stack: bool = True  # tagged aws:cloudformation:stack-name
 
     @property
     def role_name(self) -> str:
@@ -93,6 +113,10 @@ class FunctionSpec:
 
 def _v(*controls: str) -> frozenset[str]:
     return frozenset(controls)
+
+
+_H = dt.timedelta(hours=1)
+_D = dt.timedelta(days=1)
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
@@ -121,10 +145,20 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     ),
     FunctionSpec("public-fetcher", _v("lambda-vpc-attached"), vpc="none"),
     FunctionSpec("single-az", _v("lambda-vpc-multi-az"), vpc="single"),
-    FunctionSpec("no-logs", _v("lambda-logging"), log_group=False),
+    FunctionSpec(
+        "no-logs",
+        _v("lambda-logging", "lambda-log-retention", "lambda-log-export"),
+        log_group=False,
+    ),
     FunctionSpec("quiet-role", _v("lambda-logging"), role_policy="no_logs"),
     FunctionSpec("long-runner", _v("lambda-timeout-memory-bounds"), timeout=900),
-    FunctionSpec("unpublished", _v("lambda-published-alias"), publish=False, alias="none"),
+    FunctionSpec(
+        "unpublished",
+        _v("lambda-published-alias", "lambda-version-current", "lambda-backup-age"),
+        publish=False,
+        alias="none",
+        latest_age=2 * _D,
+    ),
     FunctionSpec("alias-latest", _v("lambda-published-alias"), alias="latest"),
     FunctionSpec("open-invoke", _v("lambda-resource-policy-restricted"), permissions=("public",)),
     FunctionSpec(
@@ -147,6 +181,61 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tracing="PassThrough",
         permissions=("s3-scoped",),
     ),
+    # backups (reservations of 1: the primary region's reservations stay at the unreserved floor)
+    FunctionSpec(
+        "stale-version",
+        _v("lambda-version-current"),
+        reserved=1,
+        code_change=True,
+        version_age=3 * _D,
+        latest_age=2 * _D,
+    ),
+    FunctionSpec(
+        "old-backup",
+        _v("lambda-backup-age"),
+        reserved=1,
+        code_change=True,
+        version_age=9 * _D,
+        latest_age=2 * _H,
+    ),
+    # current however old its version; logs never expire and are exported by a task
+    FunctionSpec(
+        "archive-job",
+        reserved=1,
+        version_age=40 * _D,
+        latest_age=40 * _D,
+        log_retention=None,
+        log_export="task",
+    ),
+    FunctionSpec("short-logs", _v("lambda-log-retention"), reserved=1, log_retention=7),
+    # the demo policy requires a retention period for personal data
+    FunctionSpec(
+        "pii-forever-logs",
+        _v("lambda-log-retention"),
+        reserved=1,
+        log_retention=None,
+        tags={"data-class": "personal"},
+    ),
+    FunctionSpec("unexported-logs", _v("lambda-log-export"), reserved=1, log_export="none"),
+    FunctionSpec(
+        "orphaned-layer",
+        _v("lambda-layer-versions-exist"),
+        reserved=1,
+        layers=("common-utils", OWN_DELETED_LAYER),
+    ),
+    FunctionSpec(
+        "vendor-instrumented",
+        _v("lambda-layers-trusted"),
+        reserved=1,
+        layers=("common-utils", VENDOR_LAYERS[0]),
+    ),
+    FunctionSpec(
+        "vendor-abandoned",
+        _v("lambda-layers-trusted", "lambda-layer-versions-exist"),
+        reserved=1,
+        layers=(VENDOR_LAYERS[1],),
+    ),
+    FunctionSpec("hand-made", _v("lambda-config-recoverable"), reserved=1, stack=False),
 )
 
 PUBLIC_LAYER = "shared-public"
@@ -164,15 +253,15 @@ class ConcurrencyProfile:
     throttles: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # by function
 
 
-# Primary: 24 reservations of 10 and orders-api's 50 take 290 of a limit of 390, leaving AWS's
-# minimum unreserved pool of 100; the peak of 352 leaves 38 (under 10%) of headroom; claimed =
-# 290 reserved + the unreserved peak. Secondary: idle, AWS's default limit.
+# Primary: 24 reservations of 10, orders-api's 50 and 10 of 1 take 300 of a limit of 400, leaving
+# AWS's minimum unreserved pool of 100; the peak of 352 leaves 48 (12%) of headroom; claimed =
+# 300 reserved + the unreserved peak. Secondary: idle, AWS's default limit.
 CONCURRENCY = {
     PRIMARY: ConcurrencyProfile(
-        limit=390,
+        limit=400,
         concurrent=(352, 318, 274),
         unreserved=(92, 71, 55),
-        claimed=(382, 361, 345),
+        claimed=(392, 371, 355),
         throttles={"orders-api": (12, 5), "batch-a": (3,), "untraced": (0, 4)},
     ),
     SECONDARY: ConcurrencyProfile(limit=None),
@@ -260,11 +349,17 @@ class Seeder:
     """Seeds one account (through AssumeRole unless it is the caller's own account)."""
 
     def __init__(
-        self, account: str, session: AioSession | None = None, only: Iterable[str] | None = None
+        self,
+        account: str,
+        session: AioSession | None = None,
+        only: Iterable[str] | None = None,
+        vendor_layers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.account = account
         self.session = session or get_session()
         self.only = tuple(only) if only is not None else None
+        # region -> vendor layer name -> the layer version ARN to use (seed_vendor_layers)
+        self.vendor_layers = vendor_layers or {}
         self._creds: dict[str, str] = {}
 
     async def _credentials(self) -> dict[str, str]:
@@ -398,6 +493,10 @@ class RegionSeeder:
                 await self._function(spec, shared)
 
         await asyncio.gather(*(one(s) for s in specs), *self._containers_and_databases(shared))
+        if OWN_DELETED_LAYER in shared["layers"]:  # used, now deleted: the function keeps it
+            async with self.client("lambda") as lam:
+                number = int(shared["layers"][OWN_DELETED_LAYER].rsplit(":", 1)[1])
+                await lam.delete_layer_version(LayerName=OWN_DELETED_LAYER, VersionNumber=number)
         await self._region_posture()
         await write_concurrency_metrics(
             lambda: self.client("cloudwatch"),
@@ -431,6 +530,13 @@ class RegionSeeder:
                 LayerName="common-utils", Content={"ZipFile": _zip()}
             )
             out["layers"] = {"common-utils": layer["LayerVersionArn"]}
+            specs = functions_in(self.region, self.parent.only)
+            if any(OWN_DELETED_LAYER in spec.layers for spec in specs):
+                legacy = await lam.publish_layer_version(
+                    LayerName=OWN_DELETED_LAYER, Content={"ZipFile": _zip()}
+                )
+                out["layers"][OWN_DELETED_LAYER] = legacy["LayerVersionArn"]
+            out["layers"].update(self.parent.vendor_layers.get(self.region, {}))
             if self.region == PRIMARY:
                 await lam.publish_layer_version(LayerName=PUBLIC_LAYER, Content={"ZipFile": _zip()})
                 await lam.add_layer_version_permission(
@@ -452,6 +558,27 @@ class RegionSeeder:
                 )
                 out["csc"][mode] = csc["CodeSigningConfig"]["CodeSigningConfigArn"]
         out["apis"] = await self._apis()
+        out["log_export"] = await self._log_destinations(specs)
+        return out
+
+    async def _log_destinations(self, specs: list[FunctionSpec]) -> dict[str, str]:
+        """The central log stream subscription filters send to, and the bucket of export tasks."""
+        out: dict[str, str] = {}
+        if any(s.log_group and s.log_export == "subscription" for s in specs):
+            async with self.client("kinesis") as kinesis:
+                await kinesis.create_stream(StreamName="central-logs", ShardCount=1)
+                described = await kinesis.describe_stream(StreamName="central-logs")
+                out["stream"] = described["StreamDescription"]["StreamARN"]
+        if any(s.log_group and s.log_export == "task" for s in specs):
+            async with self.client("s3") as s3:
+                bucket = f"log-archive-{self.account}-{self.region}"
+                if self.region == "us-east-1":
+                    await s3.create_bucket(Bucket=bucket)
+                else:
+                    await s3.create_bucket(
+                        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": self.region}
+                    )
+                out["bucket"] = bucket
         return out
 
     async def _apis(self) -> dict[str, str]:
@@ -507,6 +634,8 @@ class RegionSeeder:
             "Layers": [shared["layers"][layer] for layer in spec.layers],
             "Tags": {"app": name, **spec.tags},
         }
+        if spec.stack:
+            params["Tags"][STACK_TAG] = STACK
         if spec.kms:
             params["KMSKeyArn"] = shared["kms"]
         if spec.vpc != "none":
@@ -517,10 +646,7 @@ class RegionSeeder:
                 "Enforce" if spec.signing == "enforce" else "Warn"
             ]
         if spec.log_group:
-            async with self.client("logs") as logs:
-                group = f"/aws/lambda/{name}"
-                await logs.create_log_group(logGroupName=group)
-                await logs.put_retention_policy(logGroupName=group, retentionInDays=30)
+            await self._log_group(spec, shared)
         async with self.client("lambda") as lam:
             await lam.create_function(**params)
             if spec.reserved is not None:
@@ -543,6 +669,19 @@ class RegionSeeder:
                         Qualifier=version,
                         ProvisionedConcurrentExecutions=spec.provisioned_version,
                     )
+                if spec.code_change:  # deployed again without publishing
+                    await lam.update_function_code(
+                        FunctionName=name,
+                        ZipFile=_zip("def handler(event, context):\n    return 2\n"),
+                    )
+                if spec.version_age is not None:
+                    await common.backdate_function(
+                        self.account, self.region, name, version, spec.version_age
+                    )
+            if spec.latest_age is not None:
+                await common.backdate_function(
+                    self.account, self.region, name, "$LATEST", spec.latest_age
+                )
             if spec.alias == "latest":
                 await lam.create_alias(FunctionName=name, Name="live", FunctionVersion="$LATEST")
             for i, perm in enumerate(spec.permissions):
@@ -555,6 +694,33 @@ class RegionSeeder:
                 await lam.put_function_event_invoke_config(
                     FunctionName=name,
                     DestinationConfig={"OnFailure": {"Destination": shared["queue"]}},
+                )
+
+    async def _log_group(self, spec: FunctionSpec, shared: dict[str, Any]) -> None:
+        group = f"/aws/lambda/{spec.name}"
+        async with self.client("logs") as logs:
+            await logs.create_log_group(logGroupName=group)
+            if spec.log_retention is not None:
+                await logs.put_retention_policy(
+                    logGroupName=group, retentionInDays=spec.log_retention
+                )
+            if spec.log_export == "subscription":
+                await logs.put_subscription_filter(
+                    logGroupName=group,
+                    filterName="central",
+                    filterPattern="",
+                    destinationArn=shared["log_export"]["stream"],
+                    roleArn=f"arn:aws:iam::{self.account}:role/logs-to-kinesis",
+                )
+            elif spec.log_export == "task":
+                now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+                await logs.create_export_task(
+                    taskName=f"{spec.name}-daily",
+                    logGroupName=group,
+                    fromTime=now_ms - 86_400_000,
+                    to=now_ms - 3_600_000,  # the exported range ended an hour ago
+                    destination=shared["log_export"]["bucket"],
+                    destinationPrefix=spec.name,
                 )
 
     def _permission(self, kind: Permission, shared: dict[str, Any]) -> dict[str, Any]:
@@ -602,15 +768,8 @@ class RegionSeeder:
 async def set_concurrency_limit(account: str, region: str, limit: int) -> None:
     """Set an account-region's Lambda concurrency limit in the embedded moto server's shim (AWS
     changes it through a Service Quotas request; moto has no such state)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        raise RuntimeError("the demo estate is seeded into the embedded moto server only")
     body = {"AccountId": account, "Region": region, "ConcurrentExecutions": limit}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{endpoint}/posture-shim/lambda/account-limit", json=body) as resp,
-    ):
-        resp.raise_for_status()
+    await common.shim("/posture-shim/lambda/account-limit", body)
 
 
 async def write_concurrency_metrics(
@@ -750,6 +909,70 @@ async def create_organization(
     return out
 
 
+async def seed_vendor_layers(
+    session: AioSession,
+    accounts: Iterable[str],
+    regions: Iterable[str],
+    only: Iterable[str] | None = None,
+) -> dict[str, dict[str, str]]:
+    """The vendor's layers the selected functions use, shared with the member accounts: the
+    telemetry layer (published once) and a new version of the legacy layer, which
+    `retire_vendor_layers` deletes once the members' functions use it. {region: {name: ARN}}."""
+    only = tuple(only) if only is not None else None
+    accounts = tuple(accounts)
+    out: dict[str, dict[str, str]] = {}
+    vendor = Seeder(VENDOR_ACCOUNT, session)
+    creds = await vendor._credentials()
+    for region in regions:
+        wanted = {
+            layer
+            for spec in functions_in(region, only)
+            for layer in spec.layers
+            if layer in VENDOR_LAYERS
+        }
+        if not wanted:
+            continue
+        out[region] = {}
+        async with vendor.client("lambda", region, **creds) as lam:
+            for name in sorted(wanted):
+                existing = (await lam.list_layer_versions(LayerName=name))["LayerVersions"]
+                if existing and name == VENDOR_LAYERS[0]:
+                    arn, number = existing[0]["LayerVersionArn"], existing[0]["Version"]
+                else:
+                    published = await lam.publish_layer_version(
+                        LayerName=name, Content={"ZipFile": _zip()}
+                    )
+                    arn, number = published["LayerVersionArn"], published["Version"]
+                for account in accounts:
+                    # (already shared with this account by an earlier seeding: fine)
+                    with contextlib.suppress(lam.exceptions.ResourceConflictException):
+                        await lam.add_layer_version_permission(
+                            LayerName=name,
+                            VersionNumber=number,
+                            StatementId=f"member-{account}",
+                            Action="lambda:GetLayerVersion",
+                            Principal=account,
+                        )
+                out[region][name] = arn
+    return out
+
+
+async def retire_vendor_layers(
+    session: AioSession, layers: Mapping[str, Mapping[str, str]]
+) -> None:
+    """The vendor deletes the legacy layer version the members' functions still use."""
+    vendor = Seeder(VENDOR_ACCOUNT, session)
+    creds = await vendor._credentials()
+    for region, arns in layers.items():
+        arn = arns.get(VENDOR_LAYERS[1])
+        if arn is None:
+            continue
+        async with vendor.client("lambda", region, **creds) as lam:
+            await lam.delete_layer_version(
+                LayerName=VENDOR_LAYERS[1], VersionNumber=int(arn.rsplit(":", 1)[1])
+            )
+
+
 async def seed_estate(
     accounts: Iterable[str],
     regions: Iterable[str] = DEMO_REGIONS,
@@ -758,4 +981,7 @@ async def seed_estate(
     """Seed every account (concurrently) with the demo estate (or only the resources named)."""
     session = get_session()
     regions = tuple(regions)
-    await asyncio.gather(*(Seeder(a, session, only).seed(regions) for a in accounts))
+    accounts = tuple(accounts)
+    vendor = await seed_vendor_layers(session, accounts, regions, only)
+    await asyncio.gather(*(Seeder(a, session, only, vendor).seed(regions) for a in accounts))
+    await retire_vendor_layers(session, vendor)

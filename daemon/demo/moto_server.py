@@ -8,6 +8,12 @@ moto's own application, answers them exactly in the shape botocore's service mod
   `POST /posture-shim/lambda/account-limit`) minus the reservations of its functions in moto;
 - Put/Get/List/DeleteProvisionedConcurrencyConfig(s), from memory, checked against moto's
   functions, versions and aliases.
+- GetLayerVersionByArn (moto: 500), from moto's layers in the owning account and region, with
+  AWS's permission check (the caller's own account, or the layer version's policy);
+- CreateFunction with a layer of another account: moto would swap it for the caller's own layer
+  of the same name (or refuse it); the shim checks it as AWS does (it exists, the layer version's
+  policy lets the caller's account use it), lets moto create the function without it, then puts
+  the foreign layer back in moto's function and in the answer, in the order it was given.
 It also enforces on PutFunctionConcurrency what AWS does and moto (without a global environment
 variable) does not: at least 100 of the account-region's limit stays unreserved.
 Two more gaps matter to the configuration export:
@@ -16,6 +22,7 @@ Two more gaps matter to the configuration export:
   serves moto's own copy of the package, as AWS's presigned URL does;
 - moto checks an `If-None-Match: *` PutObject and then writes, unlocked: two concurrent requests can
   both succeed. S3 guarantees one winner, so the shim serialises conditional PutObjects.
+The backup posture's gaps (AWS Backup, time) are answered by daemon/demo/backup_shim.py.
 Everything else goes to moto unchanged. The daemon talks to it over HTTP like to any AWS endpoint.
 Tests use the same server.
 """
@@ -44,6 +51,9 @@ _CSC_PATH = "/2020-04-22/code-signing-configs"
 _ACCOUNT_SETTINGS = re.compile(r"^/2016-08-19/account-settings/?$")
 _PROVISIONED = re.compile(r"^/2019-09-30/functions/([^/]+)/provisioned-concurrency/?$")
 _RESERVED = re.compile(r"^/2017-10-31/functions/([^/]+)/concurrency/?$")
+_FUNCTIONS = re.compile(r"^/2015-03-31/functions/?$")
+_LAYERS = "/2018-10-31/layers"
+_LAYER_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:([a-z0-9-]+):(\d{12}):layer:([^:]+):(\d+)$")
 _ADMIN_LIMIT = "/posture-shim/lambda/account-limit"
 _GET_FUNCTION = re.compile(r"^/2015-03-31/functions/([^/]+)/?$")
 _CODE_PATH = "/posture-shim/lambda-code/"
@@ -249,6 +259,12 @@ class LambdaGapShim:
         provisioned = _PROVISIONED.match(path)
         if provisioned:
             return self._provisioned(environ, start_response, provisioned.group(1))
+        if path.rstrip("/") == _LAYERS and method == "GET":
+            query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+            if (query.get("find") or [""])[0] == "LayerVersion":
+                return self._layer_by_arn(environ, start_response, (query.get("Arn") or [""])[0])
+        if _FUNCTIONS.match(path) and method == "POST":
+            return self._create_function(environ, start_response)
         reserved = _RESERVED.match(path)
         if reserved and method == "PUT":
             refused = self._check_reservation(environ, reserved.group(1))
@@ -407,6 +423,136 @@ class LambdaGapShim:
                 f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}].",
             )
         return None
+
+    # --- layers of other accounts -----------------------------------------------------------------
+
+    @staticmethod
+    def _layer_version(arn: str) -> tuple[Any, str] | None:
+        """(moto's layer version, its owner account) for a layer version ARN; None if unknown."""
+        m = _LAYER_ARN.match(arn)
+        if m is None:
+            return None
+        region, owner = m.group(1), m.group(2)
+        found = _lambda_backend(owner, region).layers_versions_by_arn(arn)
+        return (found, owner) if found is not None else None
+
+    @staticmethod
+    def _may_use(layer_version: Any, owner: str, account: str) -> bool:
+        """AWS's check: the owner's own account, or the layer version policy grants the account
+        (or everyone) lambda:GetLayerVersion."""
+        if account == owner:
+            return True
+        try:
+            policy = json.loads(layer_version.policy.wire_format()).get("Policy")
+            statements = json.loads(policy).get("Statement", []) if policy else []
+        except Exception:  # moto raises its own "not found" when the version has no policy
+            return False
+        for st in statements:
+            principal = st.get("Principal")
+            principals = principal.get("AWS") if isinstance(principal, dict) else principal
+            names = principals if isinstance(principals, list) else [principals]
+            if st.get("Effect") == "Allow" and any(
+                p in ("*", account) or str(p).endswith(f"::{account}:root") for p in names
+            ):
+                return True
+        return False
+
+    def _layer_by_arn(self, environ: Environ, start: StartResponse, arn: str) -> Iterable[bytes]:
+        account, _ = self._where(environ)
+        found = self._layer_version(arn)
+        if found is None:
+            return self._json(
+                start,
+                "404 Not Found",
+                self._error("ResourceNotFoundException", f"Layer version {arn} does not exist."),
+            )
+        lv, owner = found
+        if not self._may_use(lv, owner, account):
+            return self._json(
+                start,
+                "403 Forbidden",
+                self._error(
+                    "AccessDeniedException",
+                    f"User: {account} is not authorized to perform: lambda:GetLayerVersion on "
+                    f"resource: {arn}",
+                ),
+            )
+        body = {
+            "Content": {"CodeSha256": lv.code_sha_256, "CodeSize": lv.code_size},
+            "LayerArn": arn.rsplit(":", 1)[0],
+            "LayerVersionArn": arn,
+            "Description": lv.description,
+            "CreatedDate": lv.created_date,
+            "Version": int(lv.version),
+            "CompatibleRuntimes": list(lv.compatible_runtimes),
+            "CompatibleArchitectures": list(lv.compatible_architectures),
+            "LicenseInfo": lv.license_info,
+        }
+        return self._json(start, "200 OK", body)
+
+    def _create_function(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        """CreateFunction with layers of other accounts (see the module docstring)."""
+        raw = self._body(environ)
+        try:
+            spec = json.loads(raw or b"{}")
+        except ValueError:
+            return self.app(environ, start)
+        layers = spec.get("Layers") if isinstance(spec, dict) else None
+        account, _ = self._where(environ)
+        foreign = {
+            arn: m.group(2)
+            for arn in layers or []
+            if (m := _LAYER_ARN.match(str(arn))) and m.group(2) != account
+        }
+        if not foreign:
+            return self.app(environ, start)
+        resolved: dict[str, Any] = {}
+        for arn, owner in foreign.items():
+            found = self._layer_version(arn)
+            if found is None:
+                return self._json(
+                    start,
+                    "400 Bad Request",
+                    self._error(
+                        "InvalidParameterValueException", f"Layer version {arn} does not exist."
+                    ),
+                )
+            if not self._may_use(found[0], owner, account):
+                return self._json(
+                    start,
+                    "403 Forbidden",
+                    self._error(
+                        "AccessDeniedException",
+                        f"User: {account} is not authorized to perform: lambda:GetLayerVersion "
+                        f"on resource: {arn}",
+                    ),
+                )
+            resolved[arn] = found[0]
+        own_only = dict(spec, Layers=[a for a in layers or [] if a not in foreign])
+        data = json.dumps(own_only).encode()
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _chunk: None
+
+        body = b"".join(self.app(environ, capture))
+        if not str(captured.get("status", "")).startswith("201"):
+            start(captured["status"], captured["headers"])
+            return [body]
+        created = json.loads(body)
+        own = {layer["Arn"]: layer for layer in created.get("Layers") or []}
+        ordered = [
+            {"Arn": arn, "CodeSize": resolved[arn].code_size} if arn in resolved else own[arn]
+            for arn in layers or []
+            if arn in resolved or arn in own
+        ]
+        fn = _lambda_backend(account, self._where(environ)[1]).get_function(spec["FunctionName"])
+        fn.layers = ordered
+        created["Layers"] = ordered
+        return self._json(start, captured["status"], created)
 
     # --- provisioned concurrency -----------------------------------------------------------------
 
@@ -569,6 +715,7 @@ class EmbeddedMoto:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.shim: LambdaGapShim | None = None
+        self.backup: Any = None  # daemon.demo.backup_shim.BackupShim once started
 
     def start(self) -> str:
         import logging
@@ -580,13 +727,14 @@ class EmbeddedMoto:
         )
         from werkzeug.serving import make_server
 
+        from daemon.demo.backup_shim import BackupShim
         from daemon.demo.ecs_shim import EcsDeploymentShim
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        # the ECS shim (daemon/demo/ecs_shim.py) keeps what moto drops of ECS services
-        self.shim = LambdaGapShim(
-            EcsDeploymentShim(DomainDispatcherApplication(create_backend_app))
-        )
+        # the ECS shim (daemon/demo/ecs_shim.py) keeps what moto drops of ECS services; the
+        # backup shim (daemon/demo/backup_shim.py) answers AWS Backup and moves moto's clock
+        self.backup = BackupShim(EcsDeploymentShim(DomainDispatcherApplication(create_backend_app)))
+        self.shim = LambdaGapShim(self.backup)
         self._server = make_server(
             "127.0.0.1",
             self.requested_port,

@@ -282,21 +282,40 @@ LAMBDA_MAX_RESERVED_FRACTION = _d(
     "state",
 )
 
-# --- backups (measures: daemon/controls/export.py for kind="export") ------------------------------
+# --- backups (measures: daemon/controls/backup.py; kind="export": daemon/controls/export.py) --
 BACKUP_LAST_TIMESTAMP = _d(
     "posture_backup_last_timestamp_seconds",
     "gauge",
-    "Unix time of the newest backup of a resource, by kind (export: the newest valid "
-    "configuration snapshot in the export bucket). The age is time() minus this.",
+    "Unix time of the newest backup of a resource, by kind (version: newest published Lambda "
+    "version; snapshot: newest available RDS snapshot, automated or manual; restorable: RDS "
+    "LatestRestorableTime; recovery_point: AWS Backup's last backup; export: the daemon's "
+    "configuration export). The age is time() minus this.",
     (*TARGET_LABELS, "resource", "kind"),
     "state",
 )
 BACKUP_MISSING = _d(
     "posture_backup_missing",
     "gauge",
-    "1 for a resource with no backup of the kind, 0 when it has one (export: no valid "
-    "configuration snapshot; only while the export is enabled and its index readable).",
+    "1 for a resource with no backup of a kind its backup policy requires, 0 when it has one "
+    "(absent where the kind is not required or could not be read).",
     (*TARGET_LABELS, "resource", "kind"),
+    "state",
+)
+BACKUP_MAX_AGE = _d(
+    "posture_backup_max_age_seconds",
+    "gauge",
+    "The backup age limit in force for the resource and kind (the policy's overrides applied); "
+    "absent where no age limit applies: the control is disabled or does not apply, or (kind "
+    "version) $LATEST matches the newest published version, so nothing is unpublished.",
+    (*TARGET_LABELS, "resource", "kind"),
+    "state",
+)
+BACKUP_POLICY_MAX_AGE = _d(
+    "posture_backup_policy_max_age_seconds",
+    "gauge",
+    "The backup policy's default age limit by service and kind (the control's parameter before "
+    "overrides; absent where the policy disables the control): for dashboards.",
+    (SERVICE, "kind"),
     "state",
 )
 

@@ -43,6 +43,10 @@ ASPECT_LAYER_POLICY = "layer_policy"  # GetLayerVersionPolicy
 ASPECT_CONFIG_RECORDER = "config_recorder"
 ASPECT_CLOUDTRAIL = "cloudtrail"
 ASPECT_PROVISIONED = "provisioned_concurrency"  # ListProvisionedConcurrencyConfigs (per function)
+ASPECT_LAYERS = "layer_versions"  # ListLayerVersions (own) / GetLayerVersionByArn (other accounts)
+# CloudWatch Logs DescribeSubscriptionFilters + DescribeExportTasks (only while lambda-log-export
+# may run: the collector skips them otherwise, and the aspect is then absent, not failed)
+ASPECT_LOG_EXPORT = "log_export"
 # Aspects of the account-region's Lambda concurrency (on RegionPosture.errors):
 ASPECT_ACCOUNT_SETTINGS = "account_settings"  # GetAccountSettings: limit and unreserved pool
 ASPECT_CONCURRENCY_METRICS = "concurrency_metrics"  # CloudWatch GetMetricData: peaks, throttles
@@ -114,7 +118,9 @@ class LogGroup:
     name: str
     arn: str
     retention_days: int | None  # None: never expire
-    subscription_filters: int | None = None
+    subscription_filters: int | None = None  # None: not read (lambda-log-export is off)
+    subscription_destinations: tuple[str, ...] = ()  # destinationArn of each filter
+    last_export_task: datetime | None = None  # end ("to") of the newest COMPLETED export task
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +188,19 @@ class LambdaFunction:
     export: FunctionExport | None = None  # None: the daemon's export is disabled
     errors: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
     resource_type: str = FUNCTION
+
+    @property
+    def last_export(self) -> datetime | None:
+        """When the newest valid configuration snapshot of the daemon's export was taken (None:
+        the export is off, or holds nothing valid for this function)."""
+        if self.export is None or self.export.latest is None:
+            return None
+        return self.export.latest.captured_at
+
+    def newest_version(self) -> PublishedVersion | None:
+        """The newest published version (highest number); None when only $LATEST exists."""
+        numbered = [v for v in self.versions if v.version.isdigit()]
+        return max(numbered, key=lambda v: int(v.version), default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Lambda concurrency headroom against moto server over HTTP, figure by figure.
 
 The shared estate's first account is swept twice (both regions): the primary region runs near its
-limit (a limit of 390 set through the shim, reservations leaving AWS's floor of 100 unreserved,
+limit (a limit of 400 set through the shim, reservations leaving AWS's floor of 100 unreserved,
 CloudWatch peaks and throttles written at seeding), the secondary region is idle. Expected figures
 come from the estate's definition (`expected_concurrency`), never from the daemon.
 
@@ -185,14 +185,14 @@ def test_controls_on_the_busy_and_the_idle_region(swept: Swept) -> None:
         (SECONDARY, "lambda-reserved-concurrency-fraction"): "pass",
     }
     assert found[(PRIMARY, "lambda-concurrency-headroom")].evidence == (
-        "peak 352 of limit 390 concurrent executions in the last 15 min: headroom 38 (10%), "
-        "below 20% (claimed peak 382)"
+        "peak 352 of limit 400 concurrent executions in the last 15 min: headroom 48 (12%), "
+        "below 20% (claimed peak 392)"
     )
     assert found[(PRIMARY, "lambda-unreserved-concurrency")].evidence.startswith(
-        "unreserved pool 100 of limit 390 (290 reserved), below 150"
+        "unreserved pool 100 of limit 400 (300 reserved), below 150"
     )
     assert found[(PRIMARY, "lambda-reserved-concurrency-fraction")].evidence.startswith(
-        "290 of limit 390 reserved (74%) by 25 function(s); largest: orders-api (50)"
+        "300 of limit 400 reserved (75%) by 35 function(s); largest: orders-api (50)"
     )
     assert "(idle)" in found[(SECONDARY, "lambda-concurrency-headroom")].evidence
 
@@ -369,7 +369,7 @@ async def test_unavailable_account_settings_or_metrics_degrade_honestly(
         "posture_lambda_function_throttles",
         "posture_lambda_concurrency_datapoints",
     }
-    assert value(samples, "posture_lambda_concurrency_limit", aws_account_id=no_metrics) == 390
+    assert value(samples, "posture_lambda_concurrency_limit", aws_account_id=no_metrics) == 400
     # the failures are counted ...
     errors = {
         (s[1]["operation"], s[1]["error_code"]): s[2]
@@ -395,7 +395,7 @@ async def test_unavailable_account_settings_or_metrics_degrade_honestly(
         "error",
         "could not read concurrency_metrics (AccessDenied)",
     )
-    assert status[(no_metrics, "lambda-unreserved-concurrency")][0] == "pass"  # 390 - 60 = 330
+    assert status[(no_metrics, "lambda-unreserved-concurrency")][0] == "pass"  # 400 - 60 = 340
     assert status[(no_metrics, "lambda-reserved-concurrency-fraction")][0] == "pass"
     errors_gauge = {
         (s[1]["aws_account_id"], s[1]["control"]): s[2]

@@ -5,14 +5,14 @@ One module fixture runs the daemon once (HTTP server, reconciler, moto over HTTP
 command once, and keeps everything they produced; the tests below assert on it.
 
 What moto 5.2 cannot represent, and where it is proven instead:
-- lambda-layers-trusted: moto swaps a foreign layer ARN for the caller's own layer
-  (tests/unit/controls/test_lambda_controls.py);
 - ECS services with a capacity provider strategy come back as launchType EC2, and enhanced (Amazon
   Inspector) scan findings and AWS-managed KMS keys (KeyManager AWS) do not exist in moto
   (tests/unit/collectors/ on recorded API responses, tests/unit/controls/).
 Filled by the shim or moto's own API instead (so proven here): the ECS deploymentConfiguration
-that moto drops (daemon/demo/ecs_shim.py), and ECR scan findings registered through moto's
-scan-finding-results API (daemon/demo/containers.py).
+that moto drops (daemon/demo/ecs_shim.py), ECR scan findings registered through moto's
+scan-finding-results API (daemon/demo/containers.py), layers of another account (moto swaps them
+for the caller's own; the shim keeps them and answers GetLayerVersionByArn), AWS Backup's protected
+resources and old backups (daemon/demo/backup_shim.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from daemon.demo.estate import (
     DEMO_REGIONS,
     PRIMARY,
     SEEDED_SECRETS,
+    VENDOR_LAYERS,
     Violation,
     expected_concurrency,
     expected_violations,
@@ -44,7 +45,7 @@ from daemon.metrics import names
 from .conftest import ALL_SERVICES, policy_for
 from .harness import Sample, get, parse_exposition, running_daemon, select, settings_for, value
 
-CONTROLS_MOTO_CANNOT_SEED = {"lambda-layers-trusted"}
+CONTROLS_MOTO_CANNOT_SEED: set[str] = set()  # every control has a seeded violation
 SERVICES = tuple(ALL_SERVICES)
 TARGETS = 3 * len(DEMO_REGIONS) * len(SERVICES)
 # Controls of opt-in daemon features this run leaves off: not applicable here, proven where the
@@ -164,7 +165,7 @@ def test_metrics_show_every_seedable_control_violated(run: EstateRun) -> None:
         assert {
             s[2] for s in select(run.samples, "posture_evaluated_resources", control=control)
         } == {0}
-    assert not select(run.samples, "posture_backup_missing")
+    assert not select(run.samples, "posture_backup_missing", kind="export")
 
 
 @pytest.mark.parametrize("region", DEMO_REGIONS)
@@ -194,7 +195,11 @@ def test_violation_counts_and_series_match_the_estate(run: EstateRun, region: st
 def test_denominators_exemptions_and_inventory(run: EstateRun) -> None:
     s, account, region = run.samples, run.accounts[0], DEMO_REGIONS[0]
     target = {"aws_account_id": account, "aws_region": region, "aws_service": "lambda"}
-    assert value(s, "posture_evaluated_resources", **target, control="lambda-xray-active") == 26
+    functions = len(functions_in(region))
+    assert functions == 36
+    assert value(s, "posture_evaluated_resources", **target, control="lambda-xray-active") == (
+        functions
+    )
     assert (
         value(s, "posture_control_evaluation_errors", **target, control="lambda-xray-active") == 0
     )
@@ -211,7 +216,7 @@ def test_denominators_exemptions_and_inventory(run: EstateRun) -> None:
         == 1
     )
     assert value(s, "posture_violations", **rds, control="rds-enhanced-monitoring") == 1
-    assert value(s, "posture_resources", **target, resource_type="lambda-function") == 26
+    assert value(s, "posture_resources", **target, resource_type="lambda-function") == functions
     assert value(s, "posture_resources", **target, resource_type="lambda-layer-version") == 2
     for region in DEMO_REGIONS:
         where = {"aws_account_id": account, "aws_region": region}
@@ -353,6 +358,34 @@ def test_api_calls_per_resource_are_exact(run: EstateRun) -> None:
     rds = _calls(s, "rds")
     assert rds["DescribeDBInstances"] == targets
     assert rds["DescribeDBClusters"] == targets
+    # backups: one walk of each snapshot listing per target, the restore attribute of each manual
+    # snapshot (automated ones cannot be shared), AWS Backup once per target (the demo turns
+    # rds-backup-plan on), and AWS Config's recorders for the Lambda and the RDS target
+    assert rds["DescribeDBSnapshots"] == targets
+    assert rds["DescribeDBClusterSnapshots"] == targets
+    manual = {
+        cluster: sum(
+            len(d.snapshots)
+            for r in DEMO_REGIONS
+            for d in (databases.clusters_in(r) if cluster else databases.instances_in(r))
+        )
+        * accounts
+        for cluster in (False, True)
+    }
+    assert rds["DescribeDBSnapshotAttributes"] == manual[False]
+    assert rds["DescribeDBClusterSnapshotAttributes"] == manual[True]
+    assert _calls(s, "backup")["ListProtectedResources"] == targets
+    config = _calls(s, "config")
+    assert config["DescribeConfigurationRecorders"] == 2 * targets
+    assert config["DescribeConfigurationRecorderStatus"] == 2 * targets
+    # Lambda logs: one export-task walk per target, one subscription lookup per log group (the
+    # demo turns lambda-log-export on); another account's layer versions once per distinct ARN
+    logs = _calls(s, "logs")
+    assert logs["DescribeExportTasks"] == targets
+    log_groups = sum(1 for r in DEMO_REGIONS for f in functions_in(r) if f.log_group) * accounts
+    assert logs["DescribeSubscriptionFilters"] == log_groups
+    vendor = {layer for r in DEMO_REGIONS for f in functions_in(r) for layer in f.layers}
+    assert lam["GetLayerVersionByArn"] == len(vendor & set(VENDOR_LAYERS)) * accounts
     # security groups and KMS keys: one call per target for the groups, one per distinct key
     assert _calls(s, "ec2")["DescribeSecurityGroups"] == targets
     assert _calls(s, "kms")["DescribeKey"] == 2 * targets  # the demo key, for ECR and for RDS

@@ -289,8 +289,9 @@ def test_export_off_makes_no_write_call(source: Source, tmp_path: Path) -> None:
         if labels["aws_service"] in ("s3", "kms") or labels["operation"] in WRITES:
             assert v == 0, (labels, v)
     assert asyncio.run(objects(bucket)) == {}
-    assert not select(s, "posture_backup_last_timestamp_seconds")
-    assert not select(s, "posture_backup_missing")
+    # no export series (the backup policy's other kinds, such as versions, stay)
+    assert not select(s, "posture_backup_last_timestamp_seconds", kind="export")
+    assert not select(s, "posture_backup_missing", kind="export")
     assert findings(swept, "lambda-config-export-current") == {}  # not applicable
 
 
@@ -700,7 +701,9 @@ async def describe(account: str, region: str, name: str) -> dict[str, Any]:
                 | {qualifier(p["FunctionArn"]) for p in provisioned}
                 | {qualifier(m["FunctionArn"]) for m in mappings}
             ),
-            "tags": fn.get("Tags") or {},
+            # aws:-prefixed tags are reserved to AWS (CloudFormation sets aws:cloudformation:*):
+            # restore cannot set them, by design, so they are not compared
+            "tags": {k: v for k, v in (fn.get("Tags") or {}).items() if not k.startswith("aws:")},
             "reserved_concurrency": (fn.get("Concurrency") or {}).get(
                 "ReservedConcurrentExecutions"
             ),

@@ -182,6 +182,14 @@ def answers(**overrides: Any) -> dict[tuple[str, str], Any]:
             CMK if p["KeyId"] == CMK else AWS_RDS_KEY, "CUSTOMER" if p["KeyId"] == CMK else "AWS"
         ),
     }
+    # backups, AWS Backup and AWS Config: none here (tests/unit/collectors/test_backup_collectors.py)
+    base[("rds", "describe_db_snapshots")] = {"DBSnapshots": []}
+    base[("rds", "describe_db_cluster_snapshots")] = {"DBClusterSnapshots": []}
+    base[("backup", "list_protected_resources")] = {"Results": []}
+    base[("config", "describe_configuration_recorders")] = {"ConfigurationRecorders": []}
+    base[("config", "describe_configuration_recorder_status")] = {
+        "ConfigurationRecordersStatus": []
+    }
     base.update({tuple(k.split(".", 1)): v for k, v in overrides.items()})  # type: ignore[misc]
     return base
 
@@ -206,7 +214,12 @@ async def test_instances_and_clusters_with_groups_and_keys() -> None:
     # DocumentDB and Neptune come through the RDS API but are not RDS databases
     assert [i.identifier for i in snapshot.instances] == ["aurora-1", "orders"]
     assert [c.identifier for c in snapshot.clusters] == ["aurora"]
-    assert dict(snapshot.resource_counts()) == {m.DB_CLUSTER: 1, m.DB_INSTANCE: 2}
+    assert dict(snapshot.resource_counts()) == {
+        m.DB_CLUSTER: 1,
+        m.DB_INSTANCE: 2,
+        m.DB_SNAPSHOT: 0,
+        m.DB_CLUSTER_SNAPSHOT: 0,
+    }
     # rds-database: the cluster and the standalone instance, not the cluster member
     assert [d.identifier for d in snapshot.resources(m.DATABASE)] == ["aurora", "orders"]
 

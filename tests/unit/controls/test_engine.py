@@ -21,7 +21,9 @@ NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 TARGET = Target(ACCOUNT, REGION, "lambda")
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/shared-role"
 
-LAMBDA_CONTROLS = {cid for cid, c in all_controls().items() if c.service == "lambda"}
+LAMBDA_CONTROLS = {  # enabled by default (opt-in controls are off unless the policy says so)
+    cid for cid, c in all_controls().items() if c.service == "lambda" and c.default_enabled
+}
 
 
 def policy(body: str = "", scope_accounts: str = "{own_account: true}") -> Policy:

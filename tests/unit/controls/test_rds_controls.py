@@ -93,7 +93,7 @@ def test_resource_kinds() -> None:
         "rds-enhanced-monitoring",
         "rds-auto-minor-version-upgrade",
     }
-    assert len(storage) == 7
+    assert len(storage) == 10  # 7 of the storage's settings and 3 backup controls
     member = make_instance("aurora-1", cluster_id="aurora")
     snapshot = m.RdsSnapshot(TARGET, NOW, (make_instance(), member), (make_cluster(),))
     assert [r.identifier for r in snapshot.resources(m.DATABASE)] == ["aurora", "orders"]

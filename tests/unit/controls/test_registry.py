@@ -43,6 +43,7 @@ RESOURCE_TYPES = {
     rds.DB_INSTANCE,
     rds.DB_CLUSTER,
     rds.DATABASE,
+    rds.SNAPSHOT,
 }
 
 
@@ -109,7 +110,12 @@ def test_every_control_is_exercised_by_unit_tests() -> None:
 
 def test_opt_in_controls() -> None:
     off = sorted(c.id for c in CATALOGUE.values() if not c.default_enabled)
-    assert off == ["ecr-in-use-images-no-critical-findings", "rds-non-default-port"]
+    assert off == [
+        "ecr-in-use-images-no-critical-findings",
+        "lambda-log-export",
+        "rds-backup-plan",
+        "rds-non-default-port",
+    ]
 
 
 def test_severities_and_mappings_of_key_controls() -> None:

@@ -1,0 +1,65 @@
+"""deploy/prometheus/backup.rules.yml with the real promtool (Debian's prometheus package): the
+file is valid, its unit tests pass, and it only reads metrics the daemon exports. The rules on the
+daemon's own exposition are in tests/integration/test_backup.py."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from daemon.metrics import names
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+RULES = DEPLOY / "backup.rules.yml"
+RULE_TESTS = DEPLOY / "tests" / "backup.test.yml"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("promtool")
+    assert exe, "promtool is required (Debian package prometheus; `make system-deps`)"
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=60, check=False, cwd=DEPLOY
+    )
+
+
+def test_rule_file_is_valid() -> None:
+    proc = promtool("check", "rules", str(RULES))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 4 rules found" in proc.stdout
+
+
+def test_rule_unit_tests_pass() -> None:
+    proc = promtool("test", "rules", str(RULE_TESTS))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_rules_read_only_exported_metrics_and_record_namespaced_names() -> None:
+    doc = yaml.safe_load(RULES.read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    exported = names.exposed_names()
+    assert {r["record"] for r in rules} >= {
+        "posture:backup_age_seconds",
+        "posture:backup_age_ratio",
+    }
+    for rule in rules:
+        assert re.fullmatch(r"posture:[a-z_]+", rule["record"]), rule["record"]
+        used = set(re.findall(r"\bposture_[a-z_]+", rule["expr"]))
+        assert used and used <= exported, used - exported
+
+
+@pytest.mark.parametrize(
+    "name", ["posture_backup_last_timestamp_seconds", "posture_backup_max_age_seconds"]
+)
+def test_a_rule_test_fails_when_the_rule_is_wrong(tmp_path: Path, name: str) -> None:
+    # the test file must be able to fail: break one input and expect promtool to say so
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "backup.rules.yml").write_text(RULES.read_text().replace(name, name + "_typo"))
+    (tmp_path / "tests" / "backup.test.yml").write_text(RULE_TESTS.read_text())
+    proc = promtool("test", "rules", str(tmp_path / "tests" / "backup.test.yml"))
+    assert proc.returncode != 0 and "FAILED" in proc.stdout + proc.stderr
