@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from daemon import deploy
+from daemon import DOCS_URL, deploy
 from daemon.config import Settings, load_settings
 from daemon.policy import load_policy
 
@@ -386,6 +386,29 @@ def test_the_chart_renders_the_repository_rules_and_dashboards(tmp_path: Path) -
     assert len(maps) == len(dashboards)
     for cm, source in zip(maps, dashboards, strict=True):
         assert json.loads(cm["data"][source.name]) == json.loads(source.read_text())
+
+
+def test_docs_url_moves_runbook_and_dashboard_links_to_your_copy() -> None:
+    """`docsUrl` replaces the project's docs URL in the shipped rules and dashboards, nothing else."""
+    helper = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert f'define "posture-daemon.projectDocsUrl" -}}}}\n{DOCS_URL}\n' in helper
+    mirror = "https://wiki.example.com/posture/docs"
+    default = render(COMBINATIONS["monitoring"])
+    moved = render({**COMBINATIONS["monitoring"], "docsUrl": mirror})
+    default_text, moved_text = yaml.safe_dump_all(default), yaml.safe_dump_all(moved)
+    assert DOCS_URL in default_text and mirror not in default_text
+    assert DOCS_URL not in moved_text
+    assert moved_text == default_text.replace(DOCS_URL, mirror)
+    urls = [
+        rule["annotations"]["runbook_url"]
+        for manifest in kinds(moved, "PrometheusRule")
+        for group in manifest["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert urls and all(u.startswith(f"{mirror}/runbooks.md#posture") for u in urls)
+    with pytest.raises(Exception, match="docsUrl"):
+        render({"docsUrl": "https://wiki.example.com/docs/"})  # no trailing slash
 
 
 # ------------------------------------------------------------------------------------------
