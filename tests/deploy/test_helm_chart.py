@@ -395,10 +395,20 @@ def test_docs_url_moves_runbook_and_dashboard_links_to_your_copy() -> None:
     mirror = "https://wiki.example.com/posture/docs"
     default = render(COMBINATIONS["monitoring"])
     moved = render({**COMBINATIONS["monitoring"], "docsUrl": mirror})
-    default_text, moved_text = yaml.safe_dump_all(default), yaml.safe_dump_all(moved)
+    default_text, moved_text = json.dumps(default), json.dumps(moved)
     assert DOCS_URL in default_text and mirror not in default_text
     assert DOCS_URL not in moved_text
-    assert moved_text == default_text.replace(DOCS_URL, mirror)
+
+    def relink(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(DOCS_URL, mirror)
+        if isinstance(value, list):
+            return [relink(v) for v in value]
+        if isinstance(value, dict):
+            return {k: relink(v) for k, v in value.items()}
+        return value
+
+    assert moved == relink(default)  # only the links moved
     urls = [
         rule["annotations"]["runbook_url"]
         for manifest in kinds(moved, "PrometheusRule")
@@ -407,6 +417,15 @@ def test_docs_url_moves_runbook_and_dashboard_links_to_your_copy() -> None:
         if "alert" in rule
     ]
     assert urls and all(u.startswith(f"{mirror}/runbooks.md#posture") for u in urls)
+    docs_variables = [
+        variable["query"]
+        for cm in kinds(moved, "ConfigMap")
+        if "dashboard" in cm["metadata"]["name"]
+        for text in cm["data"].values()
+        for variable in json.loads(text)["templating"]["list"]
+        if variable["name"] == "docs"
+    ]
+    assert docs_variables and set(docs_variables) == {mirror}
     with pytest.raises(Exception, match="docsUrl"):
         render({"docsUrl": "https://wiki.example.com/docs/"})  # no trailing slash
 

@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from daemon import DOCS_URL
-
-from .promql import DEPLOY, known_names, metric_names, template_queries
+from tests.promql import DEPLOY, known_names, metric_names, template_queries
 
 ROOT = DEPLOY.parents[1]
 RULES = DEPLOY / "alerts.rules.yml"

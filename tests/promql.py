@@ -12,7 +12,7 @@ import yaml
 
 from daemon.metrics import names
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 # Prometheus' own series a rule may read besides the daemon's: the scrape's up.
 PROMETHEUS_SERIES = frozenset({"up"})
 
@@ -59,3 +59,32 @@ def template_queries(text: str) -> list[str]:
         query = raw.replace('\\"', '"')
         out.append(query.replace("%q", '"x"').replace("%s", "x"))
     return out
+
+
+# --- Grafana queries ----------------------------------------------------------------------------
+# Grafana's built-in variables, with values that suit a Prometheus scraping every second.
+GRAFANA_BUILTINS = {
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__range": "1h",
+}
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+
+def grafana_variables(expr: str) -> set[str]:
+    """The dashboard variables an expression uses (Grafana's built-ins excluded)."""
+    found = {a or b for a, b in _VARIABLE.findall(expr)}
+    return found - set(GRAFANA_BUILTINS)
+
+
+def substitute(expr: str, values: dict[str, str] | None = None) -> str:
+    """The query Grafana sends: built-ins replaced, and every dashboard variable set to `values`
+    or, by default, to its "All" value (`.+`: the dashboards only use variables in `=~` matchers).
+    """
+    chosen = {**GRAFANA_BUILTINS, **(values or {})}
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return chosen.get(name, ".+")
+
+    return _VARIABLE.sub(replace, expr)
