@@ -1,4 +1,4 @@
-"""A moto server (with the demo shim) for the whole session, and a seeded read-only estate.
+"""A seeded read-only estate in the session's moto server (the `moto` fixture, tests/conftest.py).
 
 Tests that change AWS state use accounts of their own (moto isolates accounts), so the shared
 estate stays as seeded and no test pays for a reset.
@@ -7,8 +7,6 @@ estate stays as seeded and no test pays for a reset.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +19,6 @@ from daemon.demo.runner import demo_policy_text
 
 ESTATE_ACCOUNTS = ("111111111111", "222222222222", "333333333333")
 ALL_SERVICES = ["lambda", "ecr", "ecs", "rds"]
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[EmbeddedMoto]:
-    server = EmbeddedMoto()
-    url = server.start()
-    os.environ["AWS_ENDPOINT_URL"] = url
-    yield server
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    server.stop()
 
 
 @pytest.fixture(scope="session")
