@@ -18,6 +18,8 @@ from daemon.demo.estate import DEMO_REGIONS, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 from daemon.demo.runner import demo_policy_text
 
+from .faultproxy import FaultProxy
+
 ESTATE_ACCOUNTS = ("111111111111", "222222222222", "333333333333")
 
 
@@ -45,3 +47,29 @@ def policy_for(accounts: tuple[str, ...] | list[str], tmp: Path, **scope: object
     path = tmp / "policy.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def proxy_server(moto: EmbeddedMoto) -> Iterator[FaultProxy]:
+    """The fault proxy in front of moto (started once; rules are cleared by `proxy`)."""
+    server = FaultProxy(moto.url)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(proxy_server: FaultProxy, moto: EmbeddedMoto) -> Iterator[FaultProxy]:
+    """Route every AWS client created during the test through the fault proxy.
+
+    AWS_ENDPOINT_URL is process-wide: it is restored to moto when the test ends, and the rules the
+    test installed are removed.
+    """
+    proxy_server.clear()
+    proxy_server.seed(1234)
+    os.environ["AWS_ENDPOINT_URL"] = proxy_server.url
+    try:
+        yield proxy_server
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = moto.url
+        proxy_server.clear()
