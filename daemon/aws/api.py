@@ -19,6 +19,7 @@ from botocore.paginate import TokenEncoder
 
 from daemon.aws.clients import Client, ClientPool, Sessions
 from daemon.aws.errors import (
+    CALL_TIMEOUT,
     MALFORMED_RESPONSE,
     THROTTLING_CODES,
     AwsError,
@@ -165,6 +166,19 @@ class AwsApi:
             region=self.region,
         )
 
+    def _deadline(self, service: str, operation: str) -> AwsError:
+        """The per-call deadline (POSTURE_AWS__CALL_TIMEOUT_SECONDS) expired, retries included."""
+        self.gateway.metrics.api_errors.labels(service, operation, CALL_TIMEOUT).inc()
+        return AwsError(
+            ErrorKind.TRANSIENT,
+            CALL_TIMEOUT,
+            service=service,
+            operation=operation,
+            account_id=self.account_id,
+            region=self.region,
+            message=f"no answer within {self.gateway.settings.call_timeout_seconds:g}s",
+        )
+
     async def call(self, service: str, method: str, **params: Any) -> dict[str, Any]:
         """One API call. Raises AwsError; never returns a partial answer."""
         refreshed = False
@@ -182,17 +196,20 @@ class AwsApi:
     async def _call_once(self, service: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         operation = method
         started = time.monotonic()
+        deadline = asyncio.timeout(self.gateway.settings.call_timeout_seconds)
         try:
             async with (
                 self.gateway.pool.client(self.account_id, self.region, service) as client,
                 self.gateway.limit_for(self.account_id),
-                asyncio.timeout(self.gateway.settings.call_timeout_seconds),
+                deadline,
             ):
                 operation = operation_name(client, method)
                 result: dict[str, Any] = await getattr(client, method)(**params)
         except AwsError:
             raise
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise self._deadline(service, operation) from None
             raise self._error(exc, service, operation) from None
         finally:
             self.gateway.metrics.api_duration.labels(service).observe(time.monotonic() - started)
@@ -217,24 +234,25 @@ class AwsApi:
             refreshed = False
             while True:
                 started = time.monotonic()
+                deadline = asyncio.timeout(self.gateway.settings.call_timeout_seconds)
                 try:
-                    async with (
-                        self.gateway.limit_for(self.account_id),
-                        asyncio.timeout(self.gateway.settings.call_timeout_seconds),
-                    ):
+                    async with self.gateway.limit_for(self.account_id), deadline:
                         page = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
                 except Exception as exc:
+                    if isinstance(exc, TimeoutError) and deadline.expired():
+                        raise self._deadline(service, operation) from None
                     err = self._error(exc, service, operation)
                     if err.kind is ErrorKind.CREDENTIALS and not refreshed:
                         refreshed = self.gateway.sessions.invalidate(self.account_id, since=started)
                         if refreshed:
                             # the iterator is finished after raising: start again at this page
-                            config = (
-                                {"StartingToken": TokenEncoder().encode(resume)} if resume else {}
-                            )
-                            pager = paginator.paginate(**params, PaginationConfig=config)
+                            rest = {k: v for k, v in params.items() if k != "PaginationConfig"}
+                            config = dict(params.get("PaginationConfig") or {})
+                            if resume:
+                                config["StartingToken"] = TokenEncoder().encode(resume)
+                            pager = paginator.paginate(**rest, PaginationConfig=config)
                             iterator = pager.__aiter__()
                             continue
                     raise err from None

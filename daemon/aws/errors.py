@@ -23,6 +23,7 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 MALFORMED_RESPONSE = "MalformedResponse"
+CALL_TIMEOUT = "CallTimeout"  # the per-call deadline expired (retries included)
 
 
 class MalformedResponseError(BotoCoreError):  # type: ignore[misc]

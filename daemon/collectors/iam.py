@@ -71,7 +71,11 @@ class RoleReader:
             inline_names = await api.all_items(
                 "iam", "list_role_policies", "PolicyNames", RoleName=name
             )
-            managed = [await self._managed(api, p["PolicyArn"], p["PolicyName"]) for p in attached]
+            managed = [
+                await self._managed(api, p["PolicyArn"], str(p.get("PolicyName") or p["PolicyArn"]))
+                for p in attached
+                if p.get("PolicyArn")
+            ]
             inline = [await self._inline(api, name, pname) for pname in inline_names]
         except AwsError as err:
             if err.kind.retryable:
@@ -81,13 +85,15 @@ class RoleReader:
 
     async def _managed(self, api: AwsApi, arn: str, name: str) -> ManagedPolicy:
         meta = await api.call("iam", "get_policy", PolicyArn=arn)
-        version = meta["Policy"]["DefaultVersionId"]
+        version = (meta.get("Policy") or {}).get("DefaultVersionId")
+        if not version:
+            return ManagedPolicy(arn, name, None, "GetPolicy answered without a DefaultVersionId")
         key = (api.account_id if ":aws:policy/" not in arn else "aws", arn, version)
         cached = self._documents.get(key)
         if cached is not None:
             return cached
         resp = await api.call("iam", "get_policy_version", PolicyArn=arn, VersionId=version)
-        document = resp["PolicyVersion"].get("Document") or ""
+        document = (resp.get("PolicyVersion") or {}).get("Document") or ""
         try:
             policy = ManagedPolicy(arn, name, parse_policy(document))
         except PolicyParseError as exc:

@@ -103,6 +103,7 @@ class Record:
     operation: str
     outcome: str  # "forwarded" or the fault's name
     status: int | None = None
+    detail: str = ""  # AssumeRole: the role ARN
 
 
 # --- operation names -----------------------------------------------------------------------------
@@ -116,7 +117,7 @@ class _Operations:
 
         self._session = botocore.session.get_session()
         self._by_signing: dict[str, Any] = {}
-        self._rest: dict[str, list[tuple[str, re.Pattern[str], int, str]]] = {}
+        self._rest: dict[str, list[tuple[str, re.Pattern[str], dict[str, str], int, str]]] = {}
         self._lock = threading.Lock()
 
     def model(self, signing_name: str) -> Any:
@@ -135,7 +136,7 @@ class _Operations:
         m = self.model(signing_name)
         return str(m.protocol) if m is not None else "json"
 
-    def rest_operation(self, signing_name: str, method: str, path: str) -> str:
+    def rest_operation(self, signing_name: str, method: str, path: str, query: str) -> str:
         with self._lock:
             table = self._rest.get(signing_name)
         if table is None:
@@ -143,31 +144,37 @@ class _Operations:
             m = self.model(signing_name)
             for op_name in m.operation_names if m is not None else ():
                 http = m.operation_model(op_name).http
-                uri = str(http.get("requestUri", "/")).split("?", 1)[0]
-                literal = len(re.sub(r"\{[^}]+\}", "", uri))
+                uri, _, fixed = str(http.get("requestUri", "/")).partition("?")
+                # constant query parameters tell operations on one path apart
+                # (GET /layers is ListLayers, GET /layers?find=LayerVersion GetLayerVersionByArn)
+                constants = {
+                    k: v[0] for k, v in urllib.parse.parse_qs(fixed, keep_blank_values=True).items()
+                }
+                literal = len(re.sub(r"\{[^}]+\}", "", uri)) + 100 * len(constants)
                 pattern = re.sub(
                     r"\\\{([^}]+?)(\\\+)?\\\}",
                     lambda g: ".+" if g.group(2) else "[^/]+",
                     re.escape(uri.rstrip("/")),
                 )
-                table.append((str(http.get("method", "GET")), re.compile(pattern + "/?"), literal, op_name))
-            table.sort(key=lambda row: -row[2])  # most literal text first
+                verb = str(http.get("method", "GET"))
+                table.append((verb, re.compile(pattern + "/?"), constants, literal, op_name))
+            table.sort(key=lambda row: -row[3])  # the most specific template first
             with self._lock:
                 self._rest[signing_name] = table
-        for verb, pattern, _, op_name in table:
-            if verb == method and pattern.fullmatch(path):
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(query, keep_blank_values=True).items()}
+        for verb, pattern, constants, _, op_name in table:
+            if (
+                verb == method
+                and pattern.fullmatch(path)
+                and all(params.get(k) == v for k, v in constants.items())
+            ):
                 return op_name
         return ""
 
 
-_OPERATIONS: _Operations | None = None
-
-
+@functools.cache
 def _operations() -> _Operations:
-    global _OPERATIONS
-    if _OPERATIONS is None:
-        _OPERATIONS = _Operations()
-    return _OPERATIONS
+    return _Operations()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -257,8 +264,10 @@ class ServerError(Fault):
 
     def response(self, call: Call) -> Response:
         if self.status == 503:
-            code = "ServiceUnavailable" if call.protocol in ("query", "ec2") else (
-                "ServiceUnavailableException"
+            code = (
+                "ServiceUnavailable"
+                if call.protocol in ("query", "ec2")
+                else ("ServiceUnavailableException")
             )
             return error_response(call, 503, code, "Service unavailable")
         code = "InternalError" if call.protocol in ("query", "ec2") else "InternalFailure"
@@ -300,7 +309,9 @@ class ExpiredToken(Fault):
 
     def response(self, call: Call) -> Response:
         code = "ExpiredToken" if call.protocol in ("query", "ec2") else "ExpiredTokenException"
-        return error_response(call, 400, code, "The security token included in the request is expired")
+        return error_response(
+            call, 400, code, "The security token included in the request is expired"
+        )
 
 
 class AccessDenied(Fault):
@@ -309,6 +320,23 @@ class AccessDenied(Fault):
     def response(self, call: Call) -> Response:
         code = "AccessDenied" if call.protocol in ("query", "ec2") else "AccessDeniedException"
         return error_response(call, 403, code, f"not authorized to perform {call.operation}")
+
+
+class Choice(Fault):
+    """One of several faults, picked with the proxy's seeded RNG each time the rule fires."""
+
+    name = "choice"
+
+    def __init__(self, *faults: Fault) -> None:
+        self.faults = faults
+
+
+class ExpireCredentials(Fault):
+    """The caller's account's credentials expire now: this and every later request signed with
+    an access key seen so far for the account is answered ExpiredToken (as AWS does), until the
+    caller assumes the role again and signs with new keys."""
+
+    name = "expire_credentials"
 
 
 class Rewrite(Fault):
@@ -385,7 +413,7 @@ class FaultProxy:
         self.credentials: set[str] = set()  # access keys, secret keys, session tokens seen
         self._expired_keys: set[str] = set()
         self._keys_by_account: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -532,7 +560,7 @@ class FaultProxy:
             )
             operation = (params.get("Action") or [""])[0]
         elif service:
-            operation = ops.rest_operation(service, method, path)
+            operation = ops.rest_operation(service, method, path, query)
         account = _account_of(key) if key else ""
         return Call(
             method, path, query, headers, body, key, region, service, operation, account, protocol
@@ -553,10 +581,17 @@ class FaultProxy:
                     rule.probability >= 1 or self.rng.random() < rule.probability
                 ):
                     rule.hits += 1
-                    return rule.fault, rule
+                    fault = rule.fault
+                    if isinstance(fault, Choice):
+                        fault = self.rng.choice(fault.faults)
+                    if isinstance(fault, ExpireCredentials):
+                        self._expired_keys |= self._keys_by_account.get(call.account, set())
+                        return ExpiredToken(), rule
+                    return fault, rule
         return None, None
 
     def _record(self, call: Call, outcome: str, status: int | None) -> None:
+        detail = call.form().get("RoleArn", "") if call.operation == "AssumeRole" else ""
         with self._lock:
             self.records.append(
                 Record(
@@ -567,6 +602,7 @@ class FaultProxy:
                     call.operation,
                     outcome,
                     status,
+                    detail,
                 )
             )
 
