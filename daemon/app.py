@@ -23,6 +23,7 @@ from daemon.policy.watch import PolicyHolder
 from daemon.reconciler.reconciler import Clock, Outcome, Reconciler, utcnow
 from daemon.server import Heartbeat, HttpServer, build_app
 from daemon.state import StateStore
+from daemon.webconfig import WebConfigHolder, load_web_config
 
 log = structlog.get_logger("posture.daemon")
 
@@ -59,7 +60,15 @@ class Daemon:
             policy.document.scope.services, [(op.service, op.operation) for op in ops]
         )
         self.heartbeat = Heartbeat()
-        self.http = HttpServer(settings.http, build_app(self.registry, self.heartbeat, self.ready))
+        web_config_file = settings.http.web_config_file
+        self.web_config = WebConfigHolder(
+            load_web_config(web_config_file) if web_config_file is not None else None
+        )
+        self.http = HttpServer(
+            settings.http,
+            build_app(self.registry, self.heartbeat, self.ready, self.web_config),
+            self.web_config,
+        )
         self.stop = asyncio.Event()
         self._signals = 0
 
@@ -83,7 +92,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.policy.reload, "SIGHUP")
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_reload_signal(self) -> None:
+        self.policy.reload("SIGHUP")
+        self.web_config.reload("SIGHUP")
 
     async def run(self, *, signals: bool = True) -> None:
         """Serve HTTP and reconcile until `stop` is set (by a signal or by the caller)."""
@@ -94,6 +107,8 @@ class Daemon:
             "posture-daemon started",
             version=__version__,
             http_port=self.http.port,
+            tls=self.web_config.tls is not None,
+            basic_auth=bool(self.web_config.config and self.web_config.config.auth_required),
             policy=self.policy.current.source,
             policy_digest=self.policy.current.digest,
             shard=self.settings.shard.resolved_index,
@@ -106,6 +121,9 @@ class Daemon:
                     self.policy.watch(self.settings.reconciler.policy_poll_seconds, self.stop)
                 )
                 tg.create_task(self.reconciler.run(self.stop))
+                tg.create_task(
+                    self.web_config.watch(self.settings.reconciler.policy_poll_seconds, self.stop)
+                )
         finally:
             await self.http.stop()
             await self.gateway.close()
