@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Mapping
@@ -81,10 +82,13 @@ class Daemon:
         return True, f"ready: {len(self.reconciler.targets)} target(s)"
 
     def _on_stop_signal(self, signum: int) -> None:
+        """First SIGTERM/SIGINT: stop gracefully (exit 0). Second: exit at once, 128 + signal
+        number (143 for SIGTERM, 130 for SIGINT), as a shell reports a process killed by it."""
         self._signals += 1
         if self._signals > 1:
             log.warning("second stop signal: exiting now", signal=signal.Signals(signum).name)
-            os._exit(1)
+            logging.shutdown()  # flush the log handlers; nothing else runs
+            os._exit(128 + signum)
         log.info("stop signal received", signal=signal.Signals(signum).name)
         self.stop.set()
 
