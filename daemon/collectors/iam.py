@@ -27,6 +27,9 @@ OPERATIONS = (
 )
 
 
+MAX_DOCUMENTS = 5000  # managed policy versions kept (immutable; AWS-managed ones are shared)
+
+
 @dataclass(frozen=True, slots=True)
 class RoleResult:
     role: ExecutionRole | None  # None: the role does not exist
@@ -39,6 +42,7 @@ class RoleReader:
         self._roles: dict[tuple[str, str], tuple[float, RoleResult]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[RoleResult]] = {}
         self._documents: dict[tuple[str, str, str], ManagedPolicy] = {}
+        self._pruned_at = 64  # role entries after the last pruning
 
     async def role(self, api: AwsApi, role_arn: str) -> RoleResult:
         key = (api.account_id, role_arn)
@@ -51,8 +55,20 @@ class RoleReader:
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         result = await asyncio.shield(task)
-        self._roles[key] = (time.monotonic(), result)
+        now = time.monotonic()
+        self._roles[key] = (now, result)
+        self._prune(now)
         return result
+
+    def _prune(self, now: float) -> None:
+        """Forget roles that expired, and documents beyond a cap, so a long run with role and
+        policy churn (every deployment a new role name) does not grow without bound."""
+        if len(self._roles) > self._pruned_at * 2:
+            for key in [k for k, (at, _) in self._roles.items() if now - at >= self.ttl]:
+                del self._roles[key]
+            self._pruned_at = max(64, len(self._roles))
+        while len(self._documents) > MAX_DOCUMENTS:
+            del self._documents[next(iter(self._documents))]  # oldest first
 
     async def _read(self, api: AwsApi, role_arn: str) -> RoleResult:
         name = role_arn.rsplit("/", 1)[-1]
