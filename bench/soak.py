@@ -76,10 +76,8 @@ def scrape(url: str) -> str:
 LAST_SUCCESS = re.compile(r"^posture_target_last_success_timestamp_seconds\{.*\} (\S+)$", re.M)
 
 
-def oldest_success(text: str, targets: int) -> float:
-    """The oldest last-success time over all targets (0 until every target has one)."""
-    times = [float(v) for v in LAST_SUCCESS.findall(text)]
-    return min(times) if len(times) == targets else 0.0
+def last_successes(text: str) -> list[float]:
+    return [float(v) for v in LAST_SUCCESS.findall(text)]
 
 
 def zip_bytes() -> bytes:
@@ -166,7 +164,12 @@ class Churn:
                         self.live[(account, region)] = names
 
 
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signum)
+
+
 def main() -> int:  # noqa: PLR0915 (one linear script)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up moto and the daemon on SIGTERM
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweeps", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=10, help="sweeps before the baselines")
@@ -259,16 +262,23 @@ def main() -> int:  # noqa: PLR0915 (one linear script)
         baseline_names: Counter[str] = Counter()
         stale: set[str] = set()
         t0 = time.monotonic()
-        changed_at = time.time()  # every target must be swept after the last change
+        changed_at = time.time()
         for sweep in range(1, args.sweeps + 1):
+            # every target must have run a whole reconcile after the last change: one that
+            # finished after it may have started before it, so wait for the one after that
             deadline = time.monotonic() + 300
+            seen: list[float] | None = None
             while True:
                 try:
                     text = scrape(url)
                 except OSError:
                     text = ""
-                if oldest_success(text, targets) > changed_at:
-                    break
+                times = last_successes(text)
+                if len(times) == targets and min(times) > changed_at:
+                    if seen is None:
+                        seen = times
+                    elif all(t > s for t, s in zip(times, seen, strict=True)):
+                        break
                 if daemon.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"sweep {sweep} did not complete (see {work}/daemon.log)")
                 time.sleep(0.2)
