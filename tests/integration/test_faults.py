@@ -135,7 +135,7 @@ async def test_throttling_storm_on_one_account_region(
     )
     settings = settings_for(
         policy_for([stormy, calm], tmp_path, regions=[PRIMARY, SECONDARY]),
-        reconciler={"interval_seconds": 1, "backoff_base_seconds": 0.5, "backoff_max_seconds": 4},
+        reconciler={"interval_seconds": 1, "backoff_base_seconds": 0.5, "backoff_max_seconds": 2},
         aws={"max_attempts": 2},
     )
     async with running_daemon(settings) as daemon:
@@ -162,7 +162,7 @@ async def test_throttling_storm_on_one_account_region(
         successes: dict[Target, list[float]] = {t: [] for t in others}
         during: list[dict[str, Any]] = []
         last_scrape = 0.0
-        while time.monotonic() - started < 9:
+        while time.monotonic() - started < 7:
             view = daemon.store.view()
             h = view.health[storm_target]
             if h.consecutive_failures and (
@@ -208,7 +208,7 @@ async def test_throttling_storm_on_one_account_region(
     assert codes.get("TooManyRequestsException", 0) > 0
     # the other targets (the same account in another region, another account) kept their interval
     for t, times in successes.items():
-        assert len(times) >= 5, (t, times)
+        assert len(times) >= 4, (t, times)
         assert max(b - a for a, b in itertools.pairwise(times)) < 3, (t, times)
         assert value(mid, "posture_target_up", **labels(t.account_id, t.region)) == 1
     # after the storm: up again, same results
@@ -246,7 +246,7 @@ async def test_server_errors_and_resets_on_30_percent_of_calls(
     proxy: FaultProxy, tmp_path: Path, logs: io.StringIO
 ) -> None:
     account = "920000000001"
-    only = ["orders-api", "untraced", "open-invoke", "no-reservation", "unsigned", "no-logs"]
+    only = ["orders-api", "untraced", "open-invoke", "unsigned"]
     await seed_estate([account], [PRIMARY], only=only)
     settings = settings_for(
         policy_for([account], tmp_path, regions=[PRIMARY]),
@@ -263,7 +263,7 @@ async def test_server_errors_and_resets_on_30_percent_of_calls(
     async with running_daemon(settings) as daemon:
         target = target_of(daemon, account)
         first = violations_found(daemon, target)
-        await wait_for_sweeps(daemon, 3, timeout=90)
+        await wait_for_sweeps(daemon, 2, timeout=90)
         last = violations_found(daemon, target)
         samples = await scrape(daemon)
 
@@ -271,13 +271,13 @@ async def test_server_errors_and_resets_on_30_percent_of_calls(
     expected = seeded_violations(account, PRIMARY, only)
     assert first == expected and last == expected
     assert value(samples, "posture_reconciles_total", aws_service=LAMBDA, result="failure") == 0
-    assert value(samples, "posture_reconciles_total", aws_service=LAMBDA, result="success") >= 4
+    assert value(samples, "posture_reconciles_total", aws_service=LAMBDA, result="success") >= 3
     assert value(samples, "posture_target_up", **labels(account)) == 1
     # about 30% of the account's calls hit a fault, and every failed attempt was counted
     calls = proxy.calls(account=account)
     faulted = [r for r in calls if r.outcome != "forwarded"]
     assert hangs.hits == 2
-    assert rule.hits == len(faulted) - 2 > 20
+    assert rule.hits == len(faulted) - 2 > 15
     assert 0.2 < (len(faulted) - 2) / len(calls) < 0.4
     errors: Counter[str] = Counter()
     for s in select(samples, "posture_aws_api_errors_total"):
@@ -322,7 +322,7 @@ async def test_hung_endpoint_fires_the_call_and_target_deadlines_and_never_stall
         t_hung, t_slow, t_fine = (target_of(daemon, a) for a in (hung, slow, fine))
         started = time.monotonic()
         probe_times: list[float] = []
-        while time.monotonic() - started < 9:
+        while time.monotonic() - started < 7:
             for path in ("/livez", "/metrics", "/readyz"):
                 t0 = time.monotonic()
                 status, _ = await get(daemon, path)
