@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format docs check-docs system-deps image-check clean
+.PHONY: demo test soak lint format docs check-docs system-deps image-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,18 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
+## The soak: 500 sweeps of the demo estate with churn; RSS and series counts (tens of minutes).
+soak: $(STAMP)
+	$(BIN)/python -m pytest -m slow tests/soak -s
+
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests
-	$(BIN)/ruff format --check daemon tests
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format daemon tests
-	$(BIN)/ruff check --fix daemon tests
+	$(BIN)/ruff format daemon tests bench
+	$(BIN)/ruff check --fix daemon tests bench
 
 ## Regenerate docs/*.md, deploy/iam and the Helm chart's generated files from the code.
 docs: $(STAMP)

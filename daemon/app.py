@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from daemon.policy.watch import PolicyHolder
 from daemon.reconciler.reconciler import Clock, Outcome, Reconciler, utcnow
 from daemon.server import Heartbeat, HttpServer, build_app
 from daemon.state import StateStore
+from daemon.webconfig import WebConfigHolder, load_web_config
 
 log = structlog.get_logger("posture.daemon")
 
@@ -67,7 +69,15 @@ class Daemon:
             policy.document.scope.services, [(op.service, op.operation) for op in ops]
         )
         self.heartbeat = Heartbeat()
-        self.http = HttpServer(settings.http, build_app(self.registry, self.heartbeat, self.ready))
+        web_config_file = settings.http.web_config_file
+        self.web_config = WebConfigHolder(
+            load_web_config(web_config_file) if web_config_file is not None else None
+        )
+        self.http = HttpServer(
+            settings.http,
+            build_app(self.registry, self.heartbeat, self.ready, self.web_config),
+            self.web_config,
+        )
         self.stop = asyncio.Event()
         self._signals = 0
 
@@ -80,10 +90,13 @@ class Daemon:
         return True, f"ready: {len(self.reconciler.targets)} target(s)"
 
     def _on_stop_signal(self, signum: int) -> None:
+        """First SIGTERM/SIGINT: stop gracefully (exit 0). Second: exit at once, 128 + signal
+        number (143 for SIGTERM, 130 for SIGINT), as a shell reports a process killed by it."""
         self._signals += 1
         if self._signals > 1:
             log.warning("second stop signal: exiting now", signal=signal.Signals(signum).name)
-            os._exit(1)
+            logging.shutdown()  # flush the log handlers; nothing else runs
+            os._exit(128 + signum)
         log.info("stop signal received", signal=signal.Signals(signum).name)
         self.stop.set()
 
@@ -91,7 +104,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.policy.reload, "SIGHUP")
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_reload_signal(self) -> None:
+        self.policy.reload("SIGHUP")
+        self.web_config.reload("SIGHUP")
 
     async def run(self, *, signals: bool = True) -> None:
         """Serve HTTP and reconcile until `stop` is set (by a signal or by the caller)."""
@@ -102,6 +119,8 @@ class Daemon:
             "posture-daemon started",
             version=__version__,
             http_port=self.http.port,
+            tls=self.web_config.tls is not None,
+            basic_auth=bool(self.web_config.config and self.web_config.config.auth_required),
             policy=self.policy.current.source,
             policy_digest=self.policy.current.digest,
             shard=self.settings.shard.resolved_index,
@@ -114,6 +133,9 @@ class Daemon:
                     self.policy.watch(self.settings.reconciler.policy_poll_seconds, self.stop)
                 )
                 tg.create_task(self.reconciler.run(self.stop))
+                tg.create_task(
+                    self.web_config.watch(self.settings.reconciler.policy_poll_seconds, self.stop)
+                )
         finally:
             await self.http.stop()
             await self.gateway.close()

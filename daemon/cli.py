@@ -21,6 +21,7 @@ from daemon import __version__
 from daemon.config import Settings, SettingsError, load_settings
 from daemon.model import Finding, Severity, Status
 from daemon.policy import Policy, PolicyError, load_policy
+from daemon.webconfig import WebConfigError
 
 EXIT_OK = 0
 EXIT_VIOLATIONS = 1
@@ -357,7 +358,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args, out)
-    except (PolicyError, SettingsError) as exc:
+    except (PolicyError, SettingsError, WebConfigError) as exc:
         sys.stderr.write(f"posture-daemon: {exc}\n")
         return EXIT_CONFIG
     except KeyboardInterrupt:

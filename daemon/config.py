@@ -32,6 +32,11 @@ class HttpSettings(Section):
         default="0.0.0.0", description="Address to serve /metrics, /livez, /readyz on."
     )
     port: int = Field(default=9717, ge=0, le=65535, description="HTTP port (0: any free port).")
+    web_config_file: Path | None = Field(
+        default=None,
+        description="TLS and basic auth for the endpoints, in the Prometheus exporter web config "
+        "format (tls_server_config, basic_auth_users); off when unset. See README, Operations.",
+    )
 
 
 class LogSettings(Section):

@@ -3,6 +3,12 @@
 The exposition is rendered in a worker thread from immutable state, so a large scrape never stalls
 the event loop; /livez is answered by the event loop itself and also checks that a heartbeat task
 has run recently, so a starved or blocked loop fails the probe.
+
+Bad clients cannot hurt the loop: request lines and headers are capped by aiohttp (8 KiB each,
+128 headers: 400/431 beyond), bodies by `client_max_size`, unknown paths and methods get 404/405,
+idle keep-alive connections are closed after `KEEPALIVE_SECONDS`, and a client that trickles its
+request only holds its own connection. TLS and basic auth come from the web config
+(daemon/webconfig.py): basic auth guards /metrics and the index, not the probes.
 """
 
 from __future__ import annotations
@@ -11,15 +17,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from daemon.config import HttpSettings
+from daemon.webconfig import AUTH_REALM, WebConfigHolder
 
 HEARTBEAT_SECONDS = 1.0
 LIVENESS_LAG_SECONDS = 10.0
+KEEPALIVE_SECONDS = 75.0  # longer than Prometheus' idle keep-alive, shorter than forever
+OPEN_PATHS = frozenset({"/livez", "/readyz"})  # probes: no basic auth (kubelet sends none)
 
 
 class Heartbeat:
@@ -41,8 +51,31 @@ ReadyCheck = Callable[[], tuple[bool, str]]
 
 
 def build_app(
-    registry: CollectorRegistry, heartbeat: Heartbeat, ready: ReadyCheck
+    registry: CollectorRegistry,
+    heartbeat: Heartbeat,
+    ready: ReadyCheck,
+    web_config: WebConfigHolder | None = None,
 ) -> web.Application:
+    holder = web_config or WebConfigHolder(None)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        cfg = holder.config
+        if (
+            cfg is not None
+            and cfg.auth_required
+            and request.path not in OPEN_PATHS
+            and not await holder.auth.check(request.headers.get("Authorization"))
+        ):
+            response: web.StreamResponse = web.Response(
+                status=401, text="unauthorized\n", headers={"WWW-Authenticate": AUTH_REALM}
+            )
+        else:
+            response = await handler(request)
+        if cfg is not None:
+            response.headers.update(cfg.headers)
+        return response
+
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         loop = asyncio.get_running_loop()
@@ -62,7 +95,7 @@ def build_app(
     async def index(_request: web.Request) -> web.Response:
         return web.Response(text="posture-daemon: /metrics /livez /readyz\n")
 
-    app = web.Application(client_max_size=1024)
+    app = web.Application(client_max_size=1024, middlewares=[guard])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
@@ -71,16 +104,35 @@ def build_app(
 
 
 class HttpServer:
-    def __init__(self, settings: HttpSettings, app: web.Application) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        app: web.Application,
+        web_config: WebConfigHolder | None = None,
+    ) -> None:
         self.settings = settings
         self.app = app
+        self.web_config = web_config or WebConfigHolder(None)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            max_line_size=8190,
+            max_field_size=8190,
+            max_headers=128,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            ssl_context=self.web_config.tls,
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

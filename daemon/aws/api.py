@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
 import aiohttp
+from botocore.paginate import TokenEncoder
 
 from daemon.aws.clients import Client, ClientPool, Sessions
 from daemon.aws.errors import (
+    CALL_TIMEOUT,
+    MALFORMED_RESPONSE,
     THROTTLING_CODES,
     AwsError,
     ErrorKind,
+    MalformedResponseError,
     classify_code,
     classify_exception,
     error_code,
@@ -34,6 +40,53 @@ def operation_name(client: Client, method: str) -> str:
     """botocore's wire name (ListFunctions) for a method name (list_functions)."""
     mapping: dict[str, str] = client.meta.method_to_api_mapping
     return mapping.get(method, method)
+
+
+def _has_body_members(shape: Any) -> bool:
+    """Whether an output shape carries anything in the body (not only headers or status)."""
+    if shape is None:
+        return False
+    payload = shape.serialization.get("payload")
+    if payload:
+        member = shape.members.get(payload)
+        return member is not None and member.type_name == "structure"
+    return any(
+        m.serialization.get("location") not in ("header", "headers", "statusCode")
+        for m in shape.members.values()
+    )
+
+
+def check_response_body(operation_model: Any, response_dict: dict[str, Any]) -> None:
+    """Refuse a 2xx answer whose body does not parse; raise MalformedResponseError.
+
+    botocore parses a JSON body that is not JSON into `{"message": body}` and so returns an
+    empty result; an empty body parses to an empty result too. For a listing that reads as
+    "nothing there" -- a compliant estate. XML bodies that do not parse raise in botocore already,
+    but later and without being counted; both are checked here, before botocore parses.
+    """
+    status = int(response_dict.get("status_code") or 0)
+    if status >= 300 or operation_model.has_streaming_output:
+        return
+    shape = operation_model.output_shape
+    if not _has_body_members(shape):
+        return
+    protocol = str(operation_model.service_model.protocol)
+    body = response_dict.get("body") or b""
+    ok = True
+    if protocol in ("json", "rest-json"):
+        try:
+            ok = isinstance(json.loads(body), dict)
+        except ValueError:
+            ok = False
+    elif protocol in ("query", "ec2", "rest-xml"):
+        try:
+            ET.fromstring(body)
+        except ET.ParseError:
+            ok = False
+    if not ok:
+        raise MalformedResponseError(
+            operation=operation_model.name, protocol=protocol, status=status
+        )
 
 
 class AwsGateway:
@@ -76,10 +129,19 @@ class AwsGateway:
                 if code in THROTTLING_CODES:
                     metrics.api_throttles.labels(account_id, region, service).inc()
 
+        def on_body(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
+            try:
+                check_response_body(operation_model, response_dict)
+            except MalformedResponseError:
+                metrics.api_requests.labels(service, operation_model.name).inc()
+                metrics.api_errors.labels(service, operation_model.name, MALFORMED_RESPONSE).inc()
+                raise
+
         # Registered first, at the retry handler's own level: that handler answers the event when it
         # decides to retry, which stops the dispatch to later handlers.
         service_id = client.meta.service_model.service_id.hyphenize()
         client.meta.events.register_first(f"needs-retry.{service_id}", on_attempt)
+        client.meta.events.register_first(f"before-parse.{service_id}", on_body)
 
     def limit_for(self, account_id: str) -> asyncio.Semaphore:
         sem = self._account_limits.get(account_id)
@@ -117,15 +179,29 @@ class AwsApi:
             region=self.region,
         )
 
+    def _deadline(self, service: str, operation: str) -> AwsError:
+        """The per-call deadline (POSTURE_AWS__CALL_TIMEOUT_SECONDS) expired, retries included."""
+        self.gateway.metrics.api_errors.labels(service, operation, CALL_TIMEOUT).inc()
+        return AwsError(
+            ErrorKind.TRANSIENT,
+            CALL_TIMEOUT,
+            service=service,
+            operation=operation,
+            account_id=self.account_id,
+            region=self.region,
+            message=f"no answer within {self.gateway.settings.call_timeout_seconds:g}s",
+        )
+
     async def call(self, service: str, method: str, **params: Any) -> dict[str, Any]:
         """One API call. Raises AwsError; never returns a partial answer."""
         refreshed = False
         while True:
+            started = time.monotonic()
             try:
                 return await self._call_once(service, method, params)
             except AwsError as err:
                 if err.kind is ErrorKind.CREDENTIALS and not refreshed:
-                    refreshed = self.gateway.sessions.invalidate(self.account_id)
+                    refreshed = self.gateway.sessions.invalidate(self.account_id, since=started)
                     if refreshed:
                         continue
                 raise
@@ -133,17 +209,20 @@ class AwsApi:
     async def _call_once(self, service: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         operation = method
         started = time.monotonic()
+        deadline = asyncio.timeout(self.gateway.settings.call_timeout_seconds)
         try:
             async with (
                 self.gateway.pool.client(self.account_id, self.region, service) as client,
                 self.gateway.limit_for(self.account_id),
-                asyncio.timeout(self.gateway.settings.call_timeout_seconds),
+                deadline,
             ):
                 operation = operation_name(client, method)
                 result: dict[str, Any] = await getattr(client, method)(**params)
         except AwsError:
             raise
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise self._deadline(service, operation) from None
             raise self._error(exc, service, operation) from None
         finally:
             self.gateway.metrics.api_duration.labels(service).observe(time.monotonic() - started)
@@ -153,30 +232,50 @@ class AwsApi:
     async def pages(
         self, service: str, method: str, **params: Any
     ) -> AsyncIterator[dict[str, Any]]:
-        """The pages of a paginated operation, each fetched under the same rules as `call`."""
+        """The pages of a paginated operation, each fetched under the same rules as `call`.
+
+        When AWS answers that the token expired, the role is assumed again and the listing goes on
+        from the page that failed (once per page), as `call` does for single calls.
+        """
         operation = method
         async with self.gateway.pool.client(self.account_id, self.region, service) as client:
             operation = operation_name(client, method)
-            iterator = client.get_paginator(method).paginate(**params).__aiter__()
+            paginator = client.get_paginator(method)
+            pager = paginator.paginate(**params)
+            iterator = pager.__aiter__()
+            resume: dict[str, Any] | None = None  # the token of the page being fetched
+            refreshed = False
             while True:
                 started = time.monotonic()
+                deadline = asyncio.timeout(self.gateway.settings.call_timeout_seconds)
                 try:
-                    async with (
-                        self.gateway.limit_for(self.account_id),
-                        asyncio.timeout(self.gateway.settings.call_timeout_seconds),
-                    ):
+                    async with self.gateway.limit_for(self.account_id), deadline:
                         page = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
                 except Exception as exc:
+                    if isinstance(exc, TimeoutError) and deadline.expired():
+                        raise self._deadline(service, operation) from None
                     err = self._error(exc, service, operation)
-                    if err.kind is ErrorKind.CREDENTIALS:
-                        self.gateway.sessions.invalidate(self.account_id)
+                    if err.kind is ErrorKind.CREDENTIALS and not refreshed:
+                        refreshed = self.gateway.sessions.invalidate(self.account_id, since=started)
+                        if refreshed:
+                            # the iterator is finished after raising: start again at this page
+                            rest = {k: v for k, v in params.items() if k != "PaginationConfig"}
+                            config = dict(params.get("PaginationConfig") or {})
+                            if resume:
+                                config["StartingToken"] = TokenEncoder().encode(resume)
+                            pager = paginator.paginate(**rest, PaginationConfig=config)
+                            iterator = pager.__aiter__()
+                            continue
                     raise err from None
                 finally:
                     self.gateway.metrics.api_duration.labels(service).observe(
                         time.monotonic() - started
                     )
+                refreshed = False
+                token = pager._get_next_token(page)
+                resume = token if any(v is not None for v in token.values()) else None
                 page.pop("ResponseMetadata", None)
                 yield page
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -81,6 +82,9 @@ class Sessions:
         self._creds: dict[str, AioDeferredRefreshableCredentials] = {}
         self._own_account: str | None = None
         self._own_lock = asyncio.Lock()
+        self._assumed_at: dict[
+            str, float
+        ] = {}  # principal -> time.monotonic() of the last AssumeRole
 
     @property
     def base(self) -> AioSession:
@@ -129,7 +133,7 @@ class Sessions:
         if session is None:
             session = self._new_session()
             creds = AioDeferredRefreshableCredentials(
-                refresh_using=functools.partial(self._assume, role_arn, account_id),
+                refresh_using=functools.partial(self._assume, principal, role_arn, account_id),
                 method="assume-role",
             )
             session._credentials = creds  # aiobotocore has no public setter for refreshable creds
@@ -137,7 +141,7 @@ class Sessions:
             self._by_account[principal] = session
         return session
 
-    async def _assume(self, role_arn: str, account_id: str) -> dict[str, str]:
+    async def _assume(self, principal: str, role_arn: str, account_id: str) -> dict[str, str]:
         params: dict[str, Any] = {
             "RoleArn": role_arn,
             "RoleSessionName": SESSION_NAME,
@@ -162,6 +166,7 @@ class Sessions:
                     message=err.message,
                 )
             raise err from None
+        self._assumed_at[principal] = time.monotonic()
         c = resp["Credentials"]
         expiry = c["Expiration"]
         if isinstance(expiry, dt.datetime):
@@ -173,11 +178,18 @@ class Sessions:
             "expiry_time": str(expiry),
         }
 
-    def invalidate(self, principal: str) -> bool:
-        """Force a fresh AssumeRole on the next call (after AWS said the token expired)."""
+    def invalidate(self, principal: str, since: float | None = None) -> bool:
+        """Force a fresh AssumeRole on the next call (after AWS said the token expired).
+
+        `since` is when the failed call started (time.monotonic()): when the role was assumed
+        again after that, another call already renewed the credentials, so this one only retries
+        instead of assuming the role once more. True when a retry may succeed.
+        """
         creds = self._creds.get(principal)
         if creds is None:
-            return False
+            return False  # the daemon's own credentials: nothing to renew here
+        if since is not None and self._assumed_at.get(principal, float("-inf")) > since:
+            return True
         creds._expiry_time = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         return True
 

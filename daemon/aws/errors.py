@@ -20,6 +20,21 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError
+
+MALFORMED_RESPONSE = "MalformedResponse"
+CALL_TIMEOUT = "CallTimeout"  # the per-call deadline expired (retries included)
+
+
+class MalformedResponseError(BotoCoreError):  # type: ignore[misc]
+    """A 2xx answer whose body does not parse (cut short, corrupted, or not the protocol's format).
+
+    botocore's JSON parser turns such a body into an empty result: a ListFunctions answer that
+    says nothing would read as "no functions". The daemon refuses it instead (see
+    `daemon.aws.api.check_response_body`), as a transient failure of the call.
+    """
+
+    fmt = "{operation}: the {protocol} response body (HTTP {status}) does not parse"
 
 
 class ErrorKind(enum.StrEnum):
@@ -153,6 +168,8 @@ def error_code(exc: BaseException) -> str:
         return str(exc.response.get("Error", {}).get("Code") or "Unknown")
     if isinstance(exc, AwsError):
         return exc.code
+    if isinstance(exc, MalformedResponseError | ResponseParserError):
+        return MALFORMED_RESPONSE
     return type(exc).__name__
 
 
@@ -175,8 +192,8 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         | ConnectionError,
     ):
         return ErrorKind.TRANSIENT
-    if isinstance(exc, BotoCoreError):
-        # e.g. a response body that cannot be parsed
+    if isinstance(exc, BotoCoreError | ResponseParserError):
+        # e.g. a response body that cannot be parsed: a network or endpoint fault, not an answer
         return ErrorKind.TRANSIENT
     return ErrorKind.INVALID
 

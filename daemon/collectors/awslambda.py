@@ -60,6 +60,41 @@ OPERATIONS: tuple[Operation, ...] = (
 DEFAULT_LOG_PREFIX = "/aws/lambda/"
 LOG_EXPORT_CONTROL = "lambda-log-export"
 
+# Values the Lambda API documents today. A value outside them is logged once as odd data (AWS
+# adds values over time); the controls still judge what they can.
+PACKAGE_TYPES = frozenset({"Zip", "Image"})
+TRACING_MODES = frozenset({"Active", "PassThrough"})
+ARCHITECTURES = frozenset({"x86_64", "arm64"})
+# Fields AWS returns for every function; their absence is odd data.
+EXPECTED_FIELDS = ("Role", "Timeout", "MemorySize", "PackageType", "TracingConfig")
+EXPECTED_ZIP_FIELDS = ("Runtime", "Handler")
+
+
+def configuration_issues(raw: dict[str, Any]) -> list[str]:
+    """What is odd about one ListFunctions entry: missing fields and unexpected enum values."""
+    out = [f"missing field {name}" for name in EXPECTED_FIELDS if raw.get(name) in (None, "")]
+    package_type = raw.get("PackageType")
+    if package_type not in (None, "") and package_type not in PACKAGE_TYPES:
+        out.append(f"unexpected PackageType {str(package_type)[:40]!r}")
+    if package_type in (None, "Zip"):
+        out += [
+            f"missing field {name}" for name in EXPECTED_ZIP_FIELDS if raw.get(name) in (None, "")
+        ]
+    mode = (raw.get("TracingConfig") or {}).get("Mode")
+    if mode is not None and mode not in TRACING_MODES:
+        out.append(f"unexpected TracingConfig.Mode {str(mode)[:40]!r}")
+    for arch in raw.get("Architectures") or []:
+        if arch not in ARCHITECTURES:
+            out.append(f"unexpected Architectures value {str(arch)[:40]!r}")
+    for name, value in (("Timeout", raw.get("Timeout")), ("MemorySize", raw.get("MemorySize"))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            out.append(f"{name} is not an integer")
+    return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
 
 def _env_vars(raw: dict[str, Any]) -> tuple[tuple[m.EnvVar, ...], str | None]:
     """Reduce the environment to names and value classes; the values go out of scope here."""
@@ -163,7 +198,23 @@ class LambdaCollector:
         latest: list[dict[str, Any]] = []
         versions: dict[str, list[m.PublishedVersion]] = {}
         raw_versions: dict[str, list[dict[str, Any]]] = {}
-        for e in entries:
+        target = ctx.target
+        for entry in entries:
+            e = entry
+            if not isinstance(e, dict) or not e.get("FunctionName"):
+                ctx.issue(
+                    f"arn:aws:lambda:{target.region}:{target.account_id}:function:?",
+                    m.ASPECT_CONFIG,
+                    "ListFunctions entry without a FunctionName: skipped",
+                )
+                continue
+            if not e.get("FunctionArn"):
+                name = str(e["FunctionName"])
+                e = {
+                    **e,
+                    "FunctionArn": f"arn:aws:lambda:{target.region}:{target.account_id}"
+                    f":function:{name}",
+                }
             if e.get("Version", "$LATEST") == "$LATEST":
                 # with FunctionVersion=ALL, $LATEST entries carry a qualified ARN
                 arn = str(e.get("FunctionArn", "")).removesuffix(":$LATEST")
@@ -209,9 +260,16 @@ class LambdaCollector:
                 "lambda", "list_layer_versions", "LayerVersions", LayerName=name
             )
 
-            async def one(raw: dict[str, Any], name: str = name) -> m.LayerVersion:
+            async def one(raw: dict[str, Any], name: str = name) -> m.LayerVersion | None:
                 errors = AspectErrors()
-                number = int(raw.get("Version", 0))
+                number = _int_or_none(raw.get("Version"))
+                if number is None:
+                    ctx.issue(
+                        str(raw.get("LayerVersionArn") or name),
+                        m.ASPECT_LAYER_POLICY,
+                        "layer version without a version number: skipped",
+                    )
+                    return None
                 resp = await errors.fetch(
                     m.ASPECT_LAYER_POLICY,
                     api.call(
@@ -233,7 +291,7 @@ class LambdaCollector:
                     errors=frozen_errors(errors.errors),
                 )
 
-            out.extend(await ctx.gather(raw_versions, one))
+            out.extend(lv for lv in await ctx.gather(raw_versions, one) if lv is not None)
         return sorted(out, key=lambda lv: lv.arn)
 
     async def _region_data(
@@ -380,7 +438,8 @@ class LambdaCollector:
                     Filters=[{"Name": "subnet-id", "Values": chunk}],
                 )
                 for s in subnets:
-                    azs[s["SubnetId"]] = s.get("AvailabilityZone", "")
+                    if s.get("SubnetId"):
+                        azs[s["SubnetId"]] = s.get("AvailabilityZone", "")
         except AwsError as err:
             if err.kind.retryable:
                 raise
@@ -395,7 +454,11 @@ class LambdaCollector:
                 resp = await ctx.api.call("apigateway", "get_stages", restApiId=api_id)
                 shared.stages[api_id] = (
                     True,
-                    {s["stageName"]: s.get("webAclArn") for s in resp.get("item", [])},
+                    {
+                        s["stageName"]: s.get("webAclArn")
+                        for s in resp.get("item") or []
+                        if s.get("stageName")
+                    },
                 )
             except AwsError as err:
                 if err.kind is ErrorKind.NOT_FOUND:
@@ -455,8 +518,13 @@ class LambdaCollector:
             parts = replace(d.parts, configuration=raw, versions=tuple(raw_versions.get(arn, ())))
             fingerprint = lc.base_fingerprint(parts)
 
-        role_arn = str(raw.get("Role", ""))
-        role_result = await self.roles.role(ctx.global_api, role_arn)
+        for problem in configuration_issues(raw):
+            ctx.issue(arn, m.ASPECT_CONFIG, problem)
+        role_arn = str(raw.get("Role") or "")
+        if role_arn:
+            role_result = await self.roles.role(ctx.global_api, role_arn)
+        else:
+            role_result = iam.RoleResult(None, "NoRoleInConfiguration")
         if role_result.error:
             errors.fail(m.ASPECT_ROLE, role_result.error)
 
@@ -506,8 +574,8 @@ class LambdaCollector:
             package_type=str(raw.get("PackageType") or "Zip"),
             handler=raw.get("Handler"),
             role_arn=role_arn,
-            memory_mb=raw.get("MemorySize"),
-            timeout_s=raw.get("Timeout"),
+            memory_mb=_int_or_none(raw.get("MemorySize")),
+            timeout_s=_int_or_none(raw.get("Timeout")),
             code_sha256=str(raw.get("CodeSha256", "")),
             last_modified=parse_timestamp(raw.get("LastModified")),
             revision_id=raw.get("RevisionId"),

@@ -27,6 +27,9 @@ OPERATIONS = (
 )
 
 
+MAX_DOCUMENTS = 5000  # managed policy versions kept (immutable; AWS-managed ones are shared)
+
+
 @dataclass(frozen=True, slots=True)
 class RoleResult:
     role: ExecutionRole | None  # None: the role does not exist
@@ -39,6 +42,7 @@ class RoleReader:
         self._roles: dict[tuple[str, str], tuple[float, RoleResult]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[RoleResult]] = {}
         self._documents: dict[tuple[str, str, str], ManagedPolicy] = {}
+        self._pruned_at = 64  # role entries after the last pruning
 
     async def role(self, api: AwsApi, role_arn: str) -> RoleResult:
         key = (api.account_id, role_arn)
@@ -51,8 +55,20 @@ class RoleReader:
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         result = await asyncio.shield(task)
-        self._roles[key] = (time.monotonic(), result)
+        now = time.monotonic()
+        self._roles[key] = (now, result)
+        self._prune(now)
         return result
+
+    def _prune(self, now: float) -> None:
+        """Forget roles that expired, and documents beyond a cap, so a long run with role and
+        policy churn (every deployment a new role name) does not grow without bound."""
+        if len(self._roles) > self._pruned_at * 2:
+            for key in [k for k, (at, _) in self._roles.items() if now - at >= self.ttl]:
+                del self._roles[key]
+            self._pruned_at = max(64, len(self._roles))
+        while len(self._documents) > MAX_DOCUMENTS:
+            del self._documents[next(iter(self._documents))]  # oldest first
 
     async def _read(self, api: AwsApi, role_arn: str) -> RoleResult:
         name = role_arn.rsplit("/", 1)[-1]
@@ -71,7 +87,11 @@ class RoleReader:
             inline_names = await api.all_items(
                 "iam", "list_role_policies", "PolicyNames", RoleName=name
             )
-            managed = [await self._managed(api, p["PolicyArn"], p["PolicyName"]) for p in attached]
+            managed = [
+                await self._managed(api, p["PolicyArn"], str(p.get("PolicyName") or p["PolicyArn"]))
+                for p in attached
+                if p.get("PolicyArn")
+            ]
             inline = [await self._inline(api, name, pname) for pname in inline_names]
         except AwsError as err:
             if err.kind.retryable:
@@ -81,13 +101,15 @@ class RoleReader:
 
     async def _managed(self, api: AwsApi, arn: str, name: str) -> ManagedPolicy:
         meta = await api.call("iam", "get_policy", PolicyArn=arn)
-        version = meta["Policy"]["DefaultVersionId"]
+        version = (meta.get("Policy") or {}).get("DefaultVersionId")
+        if not version:
+            return ManagedPolicy(arn, name, None, "GetPolicy answered without a DefaultVersionId")
         key = (api.account_id if ":aws:policy/" not in arn else "aws", arn, version)
         cached = self._documents.get(key)
         if cached is not None:
             return cached
         resp = await api.call("iam", "get_policy_version", PolicyArn=arn, VersionId=version)
-        document = resp["PolicyVersion"].get("Document") or ""
+        document = (resp.get("PolicyVersion") or {}).get("Document") or ""
         try:
             policy = ManagedPolicy(arn, name, parse_policy(document))
         except PolicyParseError as exc:

@@ -317,9 +317,12 @@ class BoundsParams(Params):
 def timeout_memory(fn: m.LambdaFunction, p: BoundsParams, ctx: EvalContext) -> Outcome | None:
     problems = []
     t, mem = fn.timeout_s, fn.memory_mb
-    if t is not None and not p.min_timeout_seconds <= t <= p.max_timeout_seconds:
+    if t is None or mem is None:
+        missing = " and ".join(n for n, v in (("Timeout", t), ("MemorySize", mem)) if v is None)
+        return errored(f"{missing} missing from the function configuration")
+    if not p.min_timeout_seconds <= t <= p.max_timeout_seconds:
         problems.append(f"timeout {t}s outside [{p.min_timeout_seconds}, {p.max_timeout_seconds}]")
-    if mem is not None and not p.min_memory_mb <= mem <= p.max_memory_mb:
+    if not p.min_memory_mb <= mem <= p.max_memory_mb:
         problems.append(f"memory {mem} MB outside [{p.min_memory_mb}, {p.max_memory_mb}]")
     if problems:
         return failed("; ".join(problems))
@@ -616,8 +619,10 @@ class RuntimeParams(Params):
     aws_config_rule="lambda-function-settings-check",
 )
 def runtime_supported(fn: m.LambdaFunction, p: RuntimeParams, ctx: EvalContext) -> Outcome | None:
-    if fn.package_type == "Image" or not fn.runtime:
+    if fn.package_type == "Image":
         return None
+    if not fn.runtime:
+        return errored("no Runtime in the configuration of a .zip function")
     deprecations = runtime_deprecations(ctx.reference)
     deprecated_on: date | None = deprecations.get(fn.runtime)
     if deprecated_on is None:

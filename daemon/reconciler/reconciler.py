@@ -68,10 +68,19 @@ class _SeenOnce:
         return True
 
 
+TARGET_TIMEOUT = "TargetTimeout"
+
+
+class TargetDeadlineError(Exception):
+    """One reconcile took longer than POSTURE_RECONCILER__TARGET_TIMEOUT_SECONDS."""
+
+
 def describe_error(exc: BaseException) -> tuple[str, str]:
     """(error code, kind) for logs and health: AWS codes, timeouts and bugs alike."""
     if isinstance(exc, AwsError):
         return exc.code, exc.kind.value
+    if isinstance(exc, TargetDeadlineError):
+        return TARGET_TIMEOUT, ErrorKind.TRANSIENT.value
     if isinstance(exc, TimeoutError):
         return "Timeout", ErrorKind.TRANSIENT.value
     return type(exc).__name__, "internal"
@@ -195,10 +204,16 @@ class Reconciler:
             concurrency=settings.reconciler.per_target_concurrency,
             concurrency_window=policy.document.concurrency.window(),
         )
-        async with asyncio.timeout(settings.reconciler.target_timeout_seconds):
-            snapshot = await collector.collect(ctx)
-            if self.exporter is not None and isinstance(snapshot, LambdaSnapshot):
-                snapshot = await self.exporter.export(ctx, snapshot)
+        deadline = asyncio.timeout(settings.reconciler.target_timeout_seconds)
+        try:
+            async with deadline:
+                snapshot = await collector.collect(ctx)
+                if self.exporter is not None and isinstance(snapshot, LambdaSnapshot):
+                    snapshot = await self.exporter.export(ctx, snapshot)
+        except TimeoutError:
+            if deadline.expired():
+                raise TargetDeadlineError(target.key) from None
+            raise
         evaluation = evaluate(snapshot, policy, now)
         for issue in ctx.issues:
             if self._seen.first_time(("issue", issue.resource, issue.aspect, issue.message)):

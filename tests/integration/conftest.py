@@ -17,6 +17,8 @@ from daemon.demo.estate import DEMO_REGIONS, PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 from daemon.demo.runner import demo_policy_text
 
+from .faultproxy import FaultProxy
+
 ESTATE_ACCOUNTS = ("111111111111", "222222222222", "333333333333")
 ALL_SERVICES = ["lambda", "ecr", "ecs", "rds"]
 
@@ -56,3 +58,29 @@ async def organization() -> dict[str, str]:
                 await org.create_account(Email=f"{name}@example.com", AccountName=name)
         accounts = (await org.list_accounts())["Accounts"]
     return {a["Name"]: a["Id"] for a in accounts}
+
+
+@pytest.fixture(scope="session")
+def proxy_server(moto: EmbeddedMoto) -> Iterator[FaultProxy]:
+    """The fault proxy in front of moto (started once; rules are cleared by `proxy`)."""
+    server = FaultProxy(moto.url)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(proxy_server: FaultProxy, moto: EmbeddedMoto) -> Iterator[FaultProxy]:
+    """Route every AWS client created during the test through the fault proxy.
+
+    AWS_ENDPOINT_URL is process-wide: it is restored to moto when the test ends, and the rules the
+    test installed are removed.
+    """
+    proxy_server.clear()
+    proxy_server.seed(1234)
+    os.environ["AWS_ENDPOINT_URL"] = proxy_server.url
+    try:
+        yield proxy_server
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = moto.url
+        proxy_server.clear()

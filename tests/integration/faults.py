@@ -1,4 +1,8 @@
-"""Fault rules for the moto shim: answer chosen requests with AWS errors instead of moto."""
+"""Fault rules for the moto shim: answer chosen requests with AWS errors instead of moto.
+
+Faults the shim cannot produce (resets, hangs, cut bodies) and per-operation faults come from the
+fault proxy (faultproxy.py).
+"""
 
 from __future__ import annotations
 
@@ -25,11 +29,6 @@ def deny_assume_role(account_id: str, session_name: str = "posture-daemon"):  # 
         return None
 
     return rule
-
-
-def throttle_lambda(account_id: str):  # type: ignore[no-untyped-def]
-    """ThrottlingException for every Lambda call made with the account's credentials."""
-    return throttle_service(account_id, "lambda")
 
 
 def throttle_service(account_id: str, service: str):  # type: ignore[no-untyped-def]
@@ -64,21 +63,6 @@ def deny(account_id: str, service: str, operation: str, code: str = "AccessDenie
             if service == "ec2":
                 return ec2_error(code, "You are not authorized to perform this operation.")
             return json_error(code, "not authorized", "400 Bad Request")
-        return None
-
-    return rule
-
-
-def deny_operation(account_id: str, path_fragment: str, code: str = "AccessDeniedException"):  # type: ignore[no-untyped-def]
-    """403 for Lambda REST calls whose path contains `path_fragment` (e.g. '/policy')."""
-
-    def rule(request: ShimRequest) -> ShimResponse | None:
-        if (
-            request.service == "lambda"
-            and path_fragment in request.path
-            and _account_of(request) == account_id
-        ):
-            return json_error(code, "not authorized", "403 Forbidden")
         return None
 
     return rule

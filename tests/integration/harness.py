@@ -29,9 +29,10 @@ def settings_for(policy: Path, **overrides: Any) -> Settings:
         "shutdown_grace_seconds": 5,
         **overrides.pop("reconciler", {}),
     }
+    http = {"host": "127.0.0.1", "port": 0, **overrides.pop("http", {})}
     return load_settings(
         policy_file=policy,
-        http={"host": "127.0.0.1", "port": 0},
+        http=http,
         reconciler=reconciler,
         **overrides,
     )

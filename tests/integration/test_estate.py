@@ -421,6 +421,8 @@ def test_logs_are_json_lines_with_target_context(run: EstateRun) -> None:
 
 
 def test_seeded_secret_values_never_leave(run: EstateRun) -> None:
+    """Here for a clean run of the whole estate; test_secrets.py scans a run with faults (error
+    paths, renewed credentials) for credentials and the ExternalId as well."""
     everything = run.exposition + run.logs + json.dumps(run.report)
     assert "payments-webhook" in everything  # the function is reported ...
     assert any(

@@ -1,4 +1,5 @@
-"""`posture-daemon run` as a real process: readiness, SIGHUP reload, SIGTERM shutdown."""
+"""`posture-daemon run` as a real process: readiness, SIGHUP reload, SIGTERM shutdown (also in
+the middle of a sweep slowed or hung by the fault proxy), and a second SIGTERM."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 
 from .conftest import policy_for
+from .faultproxy import Fault, FaultProxy, Hang, Latency
 
 
 def _free_port() -> int:
@@ -77,6 +79,15 @@ async def test_run_serves_reloads_on_sighup_and_stops_cleanly_on_sigterm(
             proc.send_signal(signal.SIGHUP)
             _wait(lambda: "policy reloaded" in log_path.read_text(), 10, "reload on SIGHUP")
 
+            # an invalid file on SIGHUP: rejected, and the process goes on with the old policy
+            policy.write_text(policy.read_text().replace("version: 1", "version: 2"))
+            proc.send_signal(signal.SIGHUP)
+            _wait(lambda: "policy reload rejected" in log_path.read_text(), 10, "rejection")
+            metrics = _get(base + "/metrics")[1]
+            assert "posture_policy_reload_failures_total 1.0" in metrics
+            assert "posture_policy_reloads_total 1.0" in metrics
+            assert _get(base + "/readyz")[0] == 200 and proc.poll() is None
+
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=15)
         finally:
@@ -92,3 +103,111 @@ async def test_run_serves_reloads_on_sighup_and_stops_cleanly_on_sigterm(
     assert "stop signal received" in events
     assert events[-1] == "posture-daemon stopped"
     assert "Traceback" not in log_path.read_text()
+
+
+# --- graceful shutdown under load ----------------------------------------------------------------
+
+
+def _start(policy: Path, tmp_path: Path, grace: float) -> tuple[subprocess.Popen[bytes], Path, str]:
+    port = _free_port()
+    env = {
+        **os.environ,  # AWS_ENDPOINT_URL: the fault proxy
+        "POSTURE_POLICY_FILE": str(policy),
+        "POSTURE_HTTP__HOST": "127.0.0.1",
+        "POSTURE_HTTP__PORT": str(port),
+        "POSTURE_LOG__FORMAT": "json",
+        "POSTURE_RECONCILER__INTERVAL_SECONDS": "1",
+        "POSTURE_RECONCILER__SHUTDOWN_GRACE_SECONDS": str(grace),
+    }
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    return proc, log_path, f"http://127.0.0.1:{port}"
+
+
+def _events(log_path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+
+
+def _stop_during_a_sweep(
+    proxy: FaultProxy, proc: subprocess.Popen[bytes], base: str, account: str, fault: Fault
+) -> float:
+    """Wait for readiness, slow the account down, wait until a sweep is in flight, SIGTERM."""
+    _wait(lambda: _get(base + "/readyz")[0] == 200, 60, "readiness")
+    rule = proxy.add(fault, account=account, operation="GetFunction")
+    _wait(lambda: rule.hits >= 1, 15, "a sweep in flight")
+    proc.send_signal(signal.SIGTERM)
+    return time.monotonic()
+
+
+async def test_sigterm_during_a_slow_sweep_finishes_it_within_the_grace_period(
+    proxy: FaultProxy, tmp_path: Path
+) -> None:
+    account = "888888888883"
+    await seed_estate([account], [PRIMARY], only=["orders-api", "untraced", "no-reservation"])
+    policy = policy_for([account], tmp_path, regions=[PRIMARY])
+    proc, log_path, base = _start(policy, tmp_path, grace=8)
+    try:
+        sent = _stop_during_a_sweep(proxy, proc, base, account, Latency(0.5))
+        code = proc.wait(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    assert took < 8, took
+    events = _events(log_path)
+    names = [e["event"] for e in events]
+    stopping = next(e for e in events if e["event"] == "stopping")
+    assert stopping["in_flight"] >= 1
+    # the sweep in flight finished (its results are published), then the daemon stopped
+    assert names.index("stopping") < len(names) - 1 - names[::-1].index("reconciled")
+    assert names[-1] == "posture-daemon stopped"
+    assert "cancelled reconciles still running after the grace period" not in names
+    assert "Traceback" not in log_path.read_text()
+
+
+async def test_sigterm_during_a_hung_sweep_cancels_it_after_the_grace_period(
+    proxy: FaultProxy, tmp_path: Path
+) -> None:
+    account = "888888888884"
+    await seed_estate([account], [PRIMARY], only=["orders-api", "untraced"])
+    policy = policy_for([account], tmp_path, regions=[PRIMARY])
+    proc, log_path, base = _start(policy, tmp_path, grace=2)
+    try:
+        sent = _stop_during_a_sweep(proxy, proc, base, account, Hang())
+        code = proc.wait(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    assert 2 <= took < 6, took
+    names = [e["event"] for e in _events(log_path)]
+    assert "cancelled reconciles still running after the grace period" in names
+    assert names[-1] == "posture-daemon stopped"
+    assert "Traceback" not in log_path.read_text()
+
+
+async def test_a_second_sigterm_exits_at_once(proxy: FaultProxy, tmp_path: Path) -> None:
+    account = "888888888885"
+    await seed_estate([account], [PRIMARY], only=["orders-api"])
+    policy = policy_for([account], tmp_path, regions=[PRIMARY])
+    proc, log_path, base = _start(policy, tmp_path, grace=60)
+    try:
+        _stop_during_a_sweep(proxy, proc, base, account, Hang())
+        time.sleep(0.5)
+        assert proc.poll() is None  # waiting for the hung sweep, up to 60 s
+        second = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=5)
+        took = time.monotonic() - second
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 128 + signal.SIGTERM  # 143, as a shell reports a process killed by SIGTERM
+    assert took < 2, took
+    names = [e["event"] for e in _events(log_path)]
+    assert names[-1] == "second stop signal: exiting now"

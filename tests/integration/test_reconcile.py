@@ -1,4 +1,8 @@
-"""The reconciler against moto over HTTP: changes in AWS, failures, and the last known state."""
+"""The reconciler against moto over HTTP: changes in AWS, failures, and the last known state.
+
+Faults inside a sweep (throttling, 5xx, resets, hangs, expired tokens, denied operations, odd
+data) are injected by a real HTTP proxy: see test_faults.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 
 from .conftest import policy_for
-from .faults import deny_assume_role, throttle_lambda
+from .faults import deny_assume_role
 from .harness import (
     aws_client,
     get,
@@ -19,7 +23,6 @@ from .harness import (
     select,
     settings_for,
     value,
-    wait_for,
     wait_for_sweeps,
 )
 
@@ -93,121 +96,3 @@ async def test_assume_role_denied_for_one_account_leaves_the_others_complete(
     # nothing is claimed about the account the daemon could not look into
     assert not select(samples, "posture_violations", aws_account_id=denied)
     assert not select(samples, "posture_evaluated_resources", aws_account_id=denied)
-
-
-async def test_throttled_target_keeps_last_known_state_and_recovers(
-    moto: EmbeddedMoto,
-    shim,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
-) -> None:
-    account, other = "777777777777", "777777777778"
-    await seed_estate(
-        [account, other], [PRIMARY], only=["orders-api", "untraced", "no-reservation"]
-    )
-    settings = settings_for(
-        policy_for([account, other], tmp_path, regions=[PRIMARY]),
-        reconciler={"interval_seconds": 1},
-        aws={"max_attempts": 2},
-    )
-    target = {"aws_account_id": account, "aws_region": PRIMARY, "aws_service": "lambda"}
-    async with running_daemon(settings) as daemon:
-        healthy = await scrape(daemon)
-        violations = {
-            s[1]["control"]: s[2] for s in select(healthy, "posture_violations", **target)
-        }
-        assert violations["lambda-xray-active"] == 1
-
-        shim.add_fault(throttle_lambda(account))
-        t = next(t for t in daemon.store.view().targets if t.account_id == account)
-        await wait_for(
-            lambda: daemon.store.view().health[t].consecutive_failures >= 2, 60, "failures"
-        )
-        during = await scrape(daemon)
-        assert value(during, "posture_target_up", **target) == 0
-        # the last known results stay: no series flips to zero or to compliant
-        assert {
-            s[1]["control"]: s[2] for s in select(during, "posture_violations", **target)
-        } == violations
-        assert select(during, "posture_resource_violation", **target)
-        throttles = select(during, "posture_aws_api_throttles_total", **target)
-        assert throttles and throttles[0][2] > 0
-        errors = [
-            s
-            for s in select(during, "posture_aws_api_errors_total")
-            if s[1]["error_code"] == "ThrottlingException"
-        ]
-        assert sum(s[2] for s in errors) > 0
-        # the other account keeps its interval
-        o = next(t for t in daemon.store.view().targets if t.account_id == other)
-        other_before = daemon.store.view().health[o].last_success
-        await wait_for(
-            lambda: daemon.store.view().health[o].last_success > other_before, 10, "other account"
-        )
-
-        shim.clear_faults()
-        await wait_for(lambda: daemon.store.view().health[t].up, 30, "recovery")
-        recovered = await scrape(daemon)
-    assert value(recovered, "posture_target_up", **target) == 1
-    assert value(recovered, "posture_target_consecutive_failures", **target) == 0
-    assert {
-        s[1]["control"]: s[2] for s in select(recovered, "posture_violations", **target)
-    } == violations
-
-
-async def test_denied_operation_makes_controls_unevaluated_never_passed(
-    moto: EmbeddedMoto,
-    shim,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
-) -> None:
-    from .faults import deny_operation
-
-    account = "878787878787"
-    await seed_estate([account], [PRIMARY], only=["orders-api", "open-invoke"])
-    shim.add_fault(deny_operation(account, "/policy"))  # GetPolicy -> AccessDeniedException
-    settings = settings_for(policy_for([account], tmp_path, regions=[PRIMARY]))
-    target = {"aws_account_id": account, "aws_region": PRIMARY, "aws_service": "lambda"}
-    async with running_daemon(settings) as daemon:
-        samples = await scrape(daemon)
-        findings = next(iter(daemon.store.view().results.values())).findings
-
-    # the resource policy could not be read: neither a violation nor a pass, but an error
-    assert (
-        value(
-            samples,
-            "posture_control_evaluation_errors",
-            **target,
-            control="lambda-resource-policy-restricted",
-        )
-        == 2
-    )
-    assert (
-        value(
-            samples,
-            "posture_evaluated_resources",
-            **target,
-            control="lambda-resource-policy-restricted",
-        )
-        == 0
-    )
-    assert (
-        value(
-            samples,
-            "posture_violations",
-            **target,
-            control="lambda-resource-policy-restricted",
-            severity="critical",
-        )
-        == 0
-    )
-    # controls that need the policy (WAF on API triggers) are not evaluated either
-    assert (
-        value(samples, "posture_control_evaluation_errors", **target, control="lambda-api-waf") == 2
-    )
-    # everything else about those functions is still evaluated, and the target is up
-    assert (
-        value(samples, "posture_evaluated_resources", **target, control="lambda-xray-active") == 2
-    )
-    assert value(samples, "posture_target_up", **target) == 1
-    policy_findings = [f for f in findings if f.control == "lambda-resource-policy-restricted"]
-    assert {f.status.value for f in policy_findings} == {"error"}
-    assert all("AccessDeniedException" in f.evidence for f in policy_findings)

@@ -229,3 +229,62 @@ def test_external_id_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert CANARY not in str(s)
     assert CANARY not in repr(s.aws)
     assert CANARY not in s.model_dump_json()
+
+
+# --- the daemon refuses to start -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "file_text", "expected"),
+    [
+        pytest.param(
+            {"POSTURE_RECONCILER__WORKERS": "many"},
+            None,
+            "POSTURE_RECONCILER__WORKERS: Input should be a valid integer",
+            id="wrong-type",
+        ),
+        pytest.param(
+            {"POSTURE_RECONCILER__WORKRS": "4"},
+            None,
+            "POSTURE_RECONCILER__WORKRS: Extra inputs are not permitted",
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            {"POSTURE_NOPE": CANARY}, None, "unknown setting(s): POSTURE_NOPE", id="unknown-key"
+        ),
+        pytest.param(
+            {},
+            "reconciler:\n  workerz: 3\n",
+            "POSTURE_RECONCILER__WORKERZ: Extra inputs",
+            id="file-key",
+        ),
+        pytest.param(
+            {}, f"http:\n  port: {CANARY}\n", "POSTURE_HTTP__PORT: Input should be", id="file-type"
+        ),
+        pytest.param({}, "\0", "cannot read", id="unreadable-file"),
+    ],
+)
+def test_run_exits_2_at_start_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    file_text: str | None,
+    expected: str,
+) -> None:
+    from daemon.cli import main
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if file_text is not None:
+        path = tmp_path / "settings.yaml"
+        if file_text == "\0":
+            path = tmp_path / "missing.yaml"  # unreadable: it does not exist
+        else:
+            path.write_text(file_text)
+        monkeypatch.setenv("POSTURE_CONFIG_FILE", str(path))
+    assert main(["run", "--policy", str(tmp_path / "policy.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("posture-daemon: ")
+    assert expected in err
+    assert CANARY not in err and "Traceback" not in err

@@ -692,8 +692,12 @@ class TestTimeoutMemory:
             run(self.CID, make_fn(memory_mb=256), {"min_memory_mb": 512}), "outside [512, 4096]"
         )
 
-    def test_unknown_values_are_not_judged(self) -> None:
-        assert_pass(run(self.CID, make_fn(timeout_s=None, memory_mb=None)))
+    def test_unknown_values_are_errors_never_passes(self) -> None:
+        assert_error(
+            run(self.CID, make_fn(timeout_s=None, memory_mb=None)),
+            "Timeout and MemorySize missing",
+        )
+        assert_error(run(self.CID, make_fn(memory_mb=None)), "MemorySize missing")
 
 
 # --- 7. layers -----------------------------------------------------------------------------------
@@ -1118,8 +1122,8 @@ class TestRuntimeSupported:
         assert run(self.CID, make_fn(package_type="Image", runtime=None, handler=None)) is None
         assert run(self.CID, make_fn(package_type="Image", runtime="python3.8")) is None
 
-    def test_zip_without_runtime_is_not_applicable(self) -> None:
-        assert run(self.CID, make_fn(runtime=None)) is None
+    def test_zip_without_runtime_is_an_error_never_a_pass(self) -> None:
+        assert_error(run(self.CID, make_fn(runtime=None)), "no Runtime")
 
     def test_unknown_runtime_passes(self) -> None:
         assert_pass(run(self.CID, make_fn(runtime="python3.99")), "no known deprecation date")
