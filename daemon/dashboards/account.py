@@ -254,7 +254,7 @@ DASHBOARD = Dashboard(
                     "Findings covered by an exemption of the policy, by state: active (applied) "
                     "or expired (no longer applied: the finding counts as a violation again).",
                     "table",
-                    (Query(f"{EXEMPTIONS} > 0", "Findings"),),
+                    (Query(f"({EXEMPTIONS}) > 0", "Findings"),),
                     unit="none",
                     thresholds=((None, "text"),),
                     columns=(
