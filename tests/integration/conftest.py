@@ -1,4 +1,5 @@
-"""A seeded read-only estate in the session's moto server (the `moto` fixture, tests/conftest.py).
+"""A seeded read-only estate in the session's moto server (the `moto` fixture, tests/conftest.py),
+and the fault proxy in front of it.
 
 Tests that change AWS state use accounts of their own (moto isolates accounts), so the shared
 estate stays as seeded and no test pays for a reset.
@@ -7,6 +8,8 @@ estate stays as seeded and no test pays for a reset.
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
