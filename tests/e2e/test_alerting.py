@@ -11,14 +11,15 @@ Two accounts of this module's own (seeded with a few demo resources) live throug
 
 1. start: critical violations (plaintext secrets in a Lambda environment, a public ECR
    repository policy), backups too old and missing, Lambda concurrency headroom low and
-   throttling, and unevaluated checks (the demo shim denies B's lambda:GetPolicy) alert and
+   throttling, and unevaluated checks (the demo shim denies B's ecr:GetLifecyclePolicy) alert and
    reach the receivers their severity and category route them to, grouped by account;
 2. B's ECR calls are throttled: the target fails, PostureTargetDown and PostureAwsApiThrottling
    alert, and Alertmanager inhibits B's ECR violation alerts (A's stay);
 3. the secrets are removed from A's function in moto: the alert resolves;
 4. an invalid policy file fires PosturePolicyReloadFailed; a valid one resolves it;
 5. every dashboard query returns data from this Prometheus;
-6. the daemon is stopped: PostureDaemonDown pages.
+6. the daemon is stopped: PostureDaemonDown pages;
+7. its scrape target is removed from Prometheus: PostureDaemonAbsent pages.
 
 Hold times. The shipped rules wait 5 minutes to hours before firing (`for:`); promtool's unit
 tests (deploy/prometheus/tests) prove those durations. Here Prometheus loads a copy of the shipped
@@ -56,7 +57,7 @@ from daemon.dashboards.grafana import render
 from daemon.demo.estate import PRIMARY, function_arn, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 from tests.integration.conftest import ALL_SERVICES, policy_for
-from tests.integration.faults import deny_operation, throttle_service
+from tests.integration.faults import deny, throttle_service
 from tests.integration.harness import aws_client
 from tests.promql import substitute
 
@@ -93,6 +94,7 @@ def free_port() -> int:
 class Notification:
     receiver: str  # the webhook path: the Alertmanager receiver that delivered it
     payload: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -105,20 +107,23 @@ class Run:
     exposition: str = ""
     phases: dict[str, float] = field(default_factory=dict)
     timeouts: list[str] = field(default_factory=list)
+    daemon_stopped: float = float("inf")  # time.monotonic() when the daemon was told to stop
 
     def alerts(
-        self, receiver: str | None = None, status: str | None = None
+        self, receiver: str | None = None, status: str | None = None, before: float = float("inf")
     ) -> list[dict[str, Any]]:
         return [
             a
             for n in self.notifications
-            if receiver in (None, n.receiver)
+            if receiver in (None, n.receiver) and n.at < before
             for a in n.payload["alerts"]
             if status in (None, a["status"])
         ]
 
     def arrived(self, receiver: str, status: str, alertname: str, **labels: str) -> bool:
         want = {"alertname": alertname, **labels}
+        if alertname in {a for _, a, _ in PHASE_1}:
+            want |= {"severity": "warning", "aws_region": PRIMARY}
         return any(want.items() <= a["labels"].items() for a in self.alerts(receiver, status))
 
 
@@ -246,19 +251,39 @@ async def wait_ready(run: Run, session: aiohttp.ClientSession, url: str, what: s
 
 # --- the scenario --------------------------------------------------------------------------------
 
+# (receiver, alert, labels it must carry); every one also carries severity="warning" and the
+# region (both checked below)
 PHASE_1 = (
     (
         "compliance-tickets",
         "PostureCriticalViolation",
         {"aws_account_id": A, "control": "lambda-env-no-plaintext-secrets"},
     ),
-    ("compliance-tickets", "PostureCriticalViolation", {"aws_account_id": B, "aws_service": "ecr"}),
+    (
+        "compliance-tickets",
+        "PostureCriticalViolation",
+        {"aws_account_id": B, "aws_service": "ecr", "control": "ecr-repository-policy-restricted"},
+    ),
     ("compliance-tickets", "PostureBackupTooOld", {"aws_account_id": A, "kind": "version"}),
     ("compliance-tickets", "PostureBackupMissing", {"aws_account_id": A, "kind": "restorable"}),
-    ("compliance-tickets", "PostureControlEvaluationErrors", {"aws_account_id": B}),
+    (
+        "compliance-tickets",
+        "PostureControlEvaluationErrors",
+        {"aws_account_id": B, "aws_service": "ecr", "control": "ecr-lifecycle-policy"},
+    ),
     ("platform-tickets", "PostureLambdaConcurrencyHeadroomLow", {"aws_account_id": A}),
     ("platform-tickets", "PostureLambdaThrottling", {"aws_account_id": B}),
 )
+# where the example configuration routes each severity and category
+ROUTES = {
+    ("critical", "daemon"): "oncall-pager",
+    ("warning", "compliance"): "compliance-tickets",
+    ("warning", "backup"): "compliance-tickets",
+    ("warning", "concurrency"): "platform-tickets",
+    ("warning", "daemon"): "platform-tickets",
+    ("info", "concurrency"): "digest",
+    ("info", "daemon"): "digest",
+}
 
 
 async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
@@ -268,8 +293,8 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
     await seed_estate([A, B], [PRIMARY], only=ONLY)
     async with get_session().create_client("s3", region_name=PRIMARY) as s3:
         await s3.create_bucket(Bucket=EXPORT_BUCKET)
-    # B's reader role may not read Lambda resource policies: those checks are not evaluated
-    moto.shim.add_fault(deny_operation(B, "/policy"))
+    # B's reader role may not read ECR lifecycle policies: those checks are not evaluated
+    moto.shim.add_fault(deny(B, "ecr", "GetLifecyclePolicy"))
     run.phases["seeded"] = time.monotonic() - started
 
     policy = policy_for([A, B], tmp, regions=[PRIMARY], services=ALL_SERVICES)
@@ -339,7 +364,7 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
                     f"--web.listen-address=127.0.0.1:{prometheus_port}",
                 ],
                 tmp / "prometheus.log",
-            ),
+            ) as prometheus,
             process(
                 [sys.executable, "-m", "daemon", "run"], tmp / "daemon.log", daemon_env
             ) as daemon,
@@ -380,7 +405,10 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
                 )
 
             deadline = time.monotonic() + TIMEOUT
-            while not await inhibited() and time.monotonic() < deadline:
+            while not await inhibited():
+                if time.monotonic() > deadline:
+                    run.timeouts.append("inhibition of B's ECR violations")
+                    break
                 await asyncio.sleep(0.3)
             run.phases["phase 2"] = time.monotonic() - started
 
@@ -456,6 +484,7 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
             run.phases["dashboards"] = time.monotonic() - started
 
             # 6. the daemon stops: the page goes out
+            run.daemon_stopped = time.monotonic()
             daemon.send_signal(signal.SIGTERM)
             await asyncio.to_thread(daemon.wait, 20)
             await until(
@@ -464,6 +493,21 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
                 lambda: run.arrived("oncall-pager", "firing", "PostureDaemonDown"),
             )
             run.phases["stopped"] = time.monotonic() - started
+
+            # 7. the scrape target disappears (a deployment deleted, service discovery empty):
+            # Prometheus reloads a configuration without it; PostureDaemonAbsent pages
+            # (the job stays, its target goes: Prometheus marks the target's series stale at once;
+            # a removed job's series would linger for the 5-minute lookback)
+            config = yaml.safe_load(prometheus_config.read_text())
+            config["scrape_configs"][0]["static_configs"] = []
+            prometheus_config.write_text(yaml.safe_dump(config))
+            prometheus.send_signal(signal.SIGHUP)
+            await until(
+                run,
+                "PostureDaemonAbsent",
+                lambda: run.arrived("oncall-pager", "firing", "PostureDaemonAbsent"),
+            )
+            run.phases["absent"] = time.monotonic() - started
     moto.shim.clear_faults()
     return run
 
@@ -487,7 +531,7 @@ def test_the_run_reached_every_step(run: Run) -> None:
     assert run.timeouts == [], f"timed out waiting for {run.timeouts}; phases {run.phases}"
 
 
-@pytest.mark.parametrize(("receiver", "alertname", "labels"), PHASE_1, ids=lambda v: str(v))
+@pytest.mark.parametrize(("receiver", "alertname", "labels"), PHASE_1, ids=str)
 def test_alerts_arrive_at_their_receiver_with_labels(
     run: Run, receiver: str, alertname: str, labels: dict[str, str]
 ) -> None:
@@ -498,6 +542,21 @@ def test_alerts_arrive_at_their_receiver_with_labels(
             for a in n.payload["alerts"]
         }
     )
+
+
+def test_every_notification_reached_the_receiver_of_its_severity_and_category(run: Run) -> None:
+    assert run.notifications
+    for n in run.notifications:
+        for a in n.payload["alerts"]:
+            labels = a["labels"]
+            assert ROUTES[(labels["severity"], labels["category"])] == n.receiver, (
+                n.receiver,
+                labels,
+            )
+            assert a["annotations"]["summary"] and a["annotations"]["description"]
+            assert a["annotations"]["runbook_url"].endswith(
+                "/runbooks.md#" + labels["alertname"].lower()
+            )
 
 
 def test_alert_labels_name_account_region_resource_and_control(run: Run) -> None:
@@ -525,7 +584,7 @@ def test_alert_labels_name_account_region_resource_and_control(run: Run) -> None
     assert annotations["runbook_url"].endswith("/runbooks.md#posturebackuptooold")
     assert (
         old in annotations["description"]
-        and "times the limit of 1w 0d" in annotations["description"]
+        and "1.3 times the limit of 7d 0h 0m 0s" in annotations["description"]
     )
     headroom = [
         a
@@ -558,8 +617,9 @@ def test_notifications_are_grouped_by_alert_and_account(run: Run) -> None:
     ]
     assert max(len(n.payload["alerts"]) for n in missing_a) >= 2
     # nothing that pages was sent before the daemon stopped, nothing compliance-related pages
+    assert not run.alerts("oncall-pager", before=run.daemon_stopped)
     pages = run.alerts("oncall-pager")
-    assert {a["labels"]["alertname"] for a in pages} == {"PostureDaemonDown"}
+    assert {a["labels"]["alertname"] for a in pages} == {"PostureDaemonDown", "PostureDaemonAbsent"}
 
 
 def test_violations_of_a_failing_target_are_inhibited(run: Run) -> None:
@@ -592,10 +652,12 @@ def test_fixing_the_violation_in_aws_resolves_its_alert(run: Run) -> None:
         if a["labels"].get("resource") == payments
     ]
     assert resolved and resolved[0]["labels"]["control"] == "lambda-env-no-plaintext-secrets"
-    # the repository's violation is untouched and never resolved
+    # the repository's violation is untouched and not resolved while the daemon runs (once it
+    # stops, its series go stale and Prometheus resolves every alert it fed: PostureDaemonDown
+    # pages instead)
     assert not [
         a
-        for a in run.alerts(status="resolved")
+        for a in run.alerts(status="resolved", before=run.daemon_stopped)
         if a["labels"].get("control") == "ecr-repository-policy-restricted"
         and a["labels"]["aws_account_id"] == A
     ]
@@ -610,11 +672,27 @@ def test_a_rejected_policy_file_alerts_until_a_valid_one_loads(run: Run) -> None
 
 def test_a_stopped_daemon_pages(run: Run) -> None:
     (page,) = {
-        json.dumps(a["labels"], sort_keys=True) for a in run.alerts("oncall-pager", "firing")
+        json.dumps(a["labels"], sort_keys=True)
+        for a in run.alerts("oncall-pager", "firing")
+        if a["labels"]["alertname"] == "PostureDaemonDown"
     }
     labels = json.loads(page)
-    assert labels["alertname"] == "PostureDaemonDown" and labels["severity"] == "critical"
-    assert labels["job"] == "posture-daemon"
+    assert labels["severity"] == "critical" and labels["job"] == "posture-daemon"
+    assert labels["instance"].startswith("127.0.0.1:")
+
+
+def test_a_daemon_gone_from_prometheus_pages(run: Run) -> None:
+    (page,) = [
+        a["labels"]
+        for a in run.alerts("oncall-pager", "firing")
+        if a["labels"]["alertname"] == "PostureDaemonAbsent"
+    ]
+    assert page == {
+        "alertname": "PostureDaemonAbsent",
+        "job": "posture-daemon",
+        "severity": "critical",
+        "category": "daemon",
+    }
 
 
 def _tables() -> dict[tuple[str, str], set[str]]:
