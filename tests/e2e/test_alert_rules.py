@@ -10,6 +10,7 @@ whole chain with a real Prometheus and Alertmanager runs in test_alerting.py.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -231,3 +232,16 @@ def test_alertmanager_inhibitions_name_real_alerts_and_categories() -> None:
         "target_matchers": ['category=~"compliance|backup|concurrency"'],
         "equal": ["aws_account_id", "aws_region", "aws_service"],
     } in rules
+
+
+def test_the_readme_loads_every_rule_file_and_scrapes_the_job_the_rules_watch() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n# prometheus.yml\n(.*?)```", readme, flags=re.DOTALL)
+    assert block, "README: the prometheus.yml example of 'Dashboards and alerts'"
+    config = yaml.safe_load(block.group(1))
+    (job,) = config["scrape_configs"]
+    watched = set(re.findall(r'job="([^"]+)"', RULES.read_text()))
+    assert watched == {job["job_name"]}
+    (pattern,) = config["rule_files"]
+    shipped = {p.name for p in DEPLOY.glob("*.rules.yml")}
+    assert {n for n in shipped if fnmatch.fnmatch(n, Path(pattern).name)} == shipped
