@@ -23,7 +23,7 @@ KIND = Variable(
     "kind",
     "Kind",
     "query",
-    'label_values(posture_backup_last_timestamp_seconds{job=~"$job"}, kind)',
+    'label_values(posture_backup_missing{job=~"$job"}, kind)',
     description="Kind of backup: version (published Lambda version), snapshot, restorable "
     "(RDS point-in-time restore), recovery_point (AWS Backup), export (configuration export).",
 )
