@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -102,9 +103,13 @@ class Notification:
 class Run:
     notifications: list[Notification] = field(default_factory=list)
     am_alerts_while_target_down: list[dict[str, Any]] = field(default_factory=list)
-    # (dashboard uid, panel or annotation, expr) -> label sets of the series returned
-    query_results: dict[tuple[str, str, str], list[dict[str, str]]] = field(default_factory=dict)
-    query_errors: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # (selection, dashboard uid, panel or annotation, expr) -> label sets of the series returned
+    query_results: dict[tuple[str, str, str, str], list[dict[str, str]]] = field(
+        default_factory=dict
+    )
+    query_errors: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    # (selection, dashboard uid, variable) -> the values Grafana would offer
+    variable_values: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     exposition: str = ""
     phases: dict[str, float] = field(default_factory=dict)
     timeouts: list[str] = field(default_factory=list)
@@ -248,6 +253,71 @@ async def wait_ready(run: Run, session: aiohttp.ClientSession, url: str, what: s
             run.timeouts.append(what)
             raise AssertionError(f"{what} never became ready")
         await asyncio.sleep(0.2)
+
+
+# --- the dashboards' queries ---------------------------------------------------------------------
+
+# The variable values a dashboard is viewed with: "All" everywhere, and one account and region
+# (the account drilldown as an on-call engineer opens it from an alert).
+SELECTIONS: dict[str, dict[str, str]] = {
+    "all": {},
+    "account A": {"account": A, "region": PRIMARY},
+}
+_LABEL_VALUES = re.compile(r"label_values\((.+),\s*(\w+)\)")
+
+
+async def dashboard_queries(
+    run: Run,
+    http: aiohttp.ClientSession,
+    prom: str,
+    selection: str,
+    start: float,
+    end: float,
+) -> None:
+    """Every panel, annotation and variable query of every dashboard, as Grafana would send it
+    with the selection's variable values, against this Prometheus over the run so far."""
+    values = SELECTIONS[selection]
+    for dashboard in dashboards.DASHBOARDS:
+        rendered = render(dashboard)
+        for variable in rendered["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            query = variable["query"]
+            match = _LABEL_VALUES.fullmatch(query if isinstance(query, str) else query["query"])
+            assert match, query
+            selector, label = match.groups()
+            answer = await get_json(
+                http,
+                f"{prom}/api/v1/label/{label}/values",
+                **{"match[]": substitute(selector, values)},
+                start=str(start),
+                end=str(end),
+            )
+            run.variable_values[(selection, dashboard.uid, variable["name"])] = answer["data"]
+        queries = [
+            (p["title"], t["expr"])
+            for p in rendered["panels"]
+            if p["type"] != "row"
+            for t in p["targets"]
+        ] + [
+            (f"annotation {a['name']}", a["expr"])
+            for a in rendered["annotations"]["list"]
+            if "expr" in a
+        ]
+        for where, expr in queries:
+            key = (selection, dashboard.uid, where, expr)
+            answer = await get_json(
+                http,
+                f"{prom}/api/v1/query_range",
+                query=substitute(expr, values),
+                start=str(start),
+                end=str(end),
+                step="1",
+            )
+            if answer.get("status") != "success":
+                run.query_errors[key] = str(answer.get("error"))
+                continue
+            run.query_results[key] = [s["metric"] for s in answer["data"]["result"] if s["values"]]
 
 
 # --- the scenario --------------------------------------------------------------------------------
@@ -444,34 +514,8 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
             async with http.get(f"http://127.0.0.1:{daemon_port}/metrics") as resp:
                 run.exposition = await resp.text()
             end = time.time()
-            for dashboard in dashboards.DASHBOARDS:
-                rendered = render(dashboard)
-                queries = [
-                    (p["title"], t["expr"])
-                    for p in rendered["panels"]
-                    if p["type"] != "row"
-                    for t in p["targets"]
-                ] + [
-                    (f"annotation {a['name']}", a["expr"])
-                    for a in rendered["annotations"]["list"]
-                    if "expr" in a
-                ]
-                for where, expr in queries:
-                    key = (dashboard.uid, where, expr)
-                    answer = await get_json(
-                        http,
-                        f"{prom}/api/v1/query_range",
-                        query=substitute(expr),
-                        start=str(t0),
-                        end=str(end),
-                        step="1",
-                    )
-                    if answer.get("status") != "success":
-                        run.query_errors[key] = str(answer.get("error"))
-                        continue
-                    run.query_results[key] = [
-                        s["metric"] for s in answer["data"]["result"] if s["values"]
-                    ]
+            for selection in SELECTIONS:
+                await dashboard_queries(run, http, prom, selection, t0, end)
             run.phases["dashboards"] = time.monotonic() - started
 
             # 6. the daemon stops: the page goes out
@@ -700,21 +744,47 @@ def _tables() -> dict[tuple[str, str], set[str]]:
 
 def test_every_dashboard_query_returns_data(run: Run) -> None:
     assert run.query_errors == {}
-    assert run.query_results, "no dashboard query ran"
+    assert {k[0] for k in run.query_results} == set(SELECTIONS), "no dashboard query ran"
     empty = sorted(
-        f"{uid} / {where}: {expr}" for (uid, where, expr), r in run.query_results.items() if not r
+        f"{selection}: {uid} / {where}: {expr}"
+        for (selection, uid, where, expr), r in run.query_results.items()
+        if not r
     )
     assert empty == [], "\n".join(empty)
     # table columns name labels the queries really return
     for (uid, title), columns in _tables().items():
         labels = {
             name
-            for (u, where, _), series in run.query_results.items()
+            for (_, u, where, _), series in run.query_results.items()
             if (u, where) == (uid, title)
             for s in series
             for name in s
         }
         assert columns <= labels, (uid, title, columns - labels)
+    # one account selected: the dashboards with an account variable show only its series
+    with_account = {
+        d.uid for d in dashboards.DASHBOARDS if "account" in {v.name for v in d.variables}
+    }
+    assert with_account == {"posture-account", "posture-backup", "posture-concurrency"}
+    selected = [
+        s
+        for (selection, uid, *_), series in run.query_results.items()
+        if selection == "account A" and uid in with_account
+        for s in series
+    ]
+    assert {s["aws_account_id"] for s in selected if "aws_account_id" in s} == {A}
+
+
+def test_every_dashboard_variable_offers_what_the_run_exported(run: Run) -> None:
+    offered = run.variable_values
+    assert offered and all(offered.values()), {k: v for k, v in offered.items() if not v}
+    for uid in ("posture-account", "posture-backup", "posture-concurrency"):
+        assert set(offered[("all", uid, "account")]) == {A, B}
+        assert offered[("account A", uid, "region")] == [PRIMARY]
+    assert offered[("all", "posture-overview", "job")] == ["posture-daemon"]
+    assert set(offered[("all", "posture-account", "service")]) == set(ALL_SERVICES)
+    # every kind the policy requires, backed up or missing (restorable: no-backups-db has none)
+    assert {"version", "restorable", "export"} <= set(offered[("all", "posture-backup", "kind")])
 
 
 def test_exposition_passes_promtool_check_metrics(run: Run) -> None:
