@@ -246,12 +246,21 @@ async def ready(session: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
-async def wait_ready(run: Run, session: aiohttp.ClientSession, url: str, what: str) -> None:
+async def wait_ready(
+    run: Run,
+    session: aiohttp.ClientSession,
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+) -> None:
+    """Until `url` answers 200; fails at once, with the log's end, if the process exits (e.g. its
+    port, free a moment ago, was taken by another process on this machine)."""
     deadline = time.monotonic() + TIMEOUT
     while not await ready(session, url):
-        if time.monotonic() > deadline:
-            run.timeouts.append(what)
-            raise AssertionError(f"{what} never became ready")
+        if proc.poll() is not None or time.monotonic() > deadline:
+            run.timeouts.append(log.stem)
+            tail = (await asyncio.to_thread(log.read_text, errors="replace"))[-2000:]
+            raise AssertionError(f"{log.stem} never became ready (exit {proc.poll()}):\n{tail}")
         await asyncio.sleep(0.2)
 
 
@@ -416,7 +425,7 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
                     "--cluster.listen-address=",
                 ],
                 tmp / "alertmanager.log",
-            ),
+            ) as alertmanager,
             process(
                 [
                     "prometheus",
@@ -430,9 +439,11 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
                 [sys.executable, "-m", "daemon", "run"], tmp / "daemon.log", daemon_env
             ) as daemon,
         ):
-            await wait_ready(run, http, f"{am}/-/ready", "alertmanager")
-            await wait_ready(run, http, f"{prom}/-/ready", "prometheus")
-            await wait_ready(run, http, f"http://127.0.0.1:{daemon_port}/readyz", "daemon")
+            await wait_ready(run, http, f"{am}/-/ready", alertmanager, tmp / "alertmanager.log")
+            await wait_ready(run, http, f"{prom}/-/ready", prometheus, tmp / "prometheus.log")
+            await wait_ready(
+                run, http, f"http://127.0.0.1:{daemon_port}/readyz", daemon, tmp / "daemon.log"
+            )
             t0 = time.time()
             run.phases["ready"] = time.monotonic() - started
 
