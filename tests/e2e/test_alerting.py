@@ -10,9 +10,10 @@ example configuration, and a webhook receiver; then every dashboard query agains
 Two accounts of this module's own (seeded with a few demo resources) live through:
 
 1. start: critical violations (plaintext secrets in a Lambda environment, a public ECR
-   repository policy), backups too old and missing, Lambda concurrency headroom low and
-   throttling, and unevaluated checks (the demo shim denies B's ecr:GetLifecyclePolicy) alert and
-   reach the receivers their severity and category route them to, grouped by account;
+   repository policy), backups too old and missing, Lambda concurrency headroom low, the
+   unreserved pool low and throttling, and unevaluated checks (the demo shim denies B's
+   ecr:GetLifecyclePolicy) alert and reach the receivers their severity and category route them
+   to, grouped by account;
 2. B's ECR calls are throttled: the target fails, PostureTargetDown and PostureAwsApiThrottling
    alert, and Alertmanager inhibits B's ECR violation alerts (A's stay);
 3. the secrets are removed from A's function in moto: the alert resolves;
@@ -353,7 +354,9 @@ PHASE_1 = (
     ),
     ("platform-tickets", "PostureLambdaConcurrencyHeadroomLow", {"aws_account_id": A}),
     ("platform-tickets", "PostureLambdaThrottling", {"aws_account_id": B}),
+    ("platform-tickets", "PostureLambdaUnreservedConcurrencyLow", {"aws_account_id": B}),
 )
+UNRESERVED_B = 120  # B's unreserved pool: above AWS's floor (100), below the policy's 150
 
 
 async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
@@ -363,6 +366,11 @@ async def scenario(moto: EmbeddedMoto, tmp: Path) -> Run:
     await seed_estate([A, B], [PRIMARY], only=ONLY)
     async with get_session().create_client("s3", region_name=PRIMARY) as s3:
         await s3.create_bucket(Bucket=EXPORT_BUCKET)
+    # B's limit leaves UNRESERVED_B of it unreserved (a quota lowered under its reservations)
+    async with aws_client("lambda", B, PRIMARY) as lam:
+        limits = (await lam.get_account_settings())["AccountLimit"]
+    reserved = limits["ConcurrentExecutions"] - limits["UnreservedConcurrentExecutions"]
+    moto.shim.set_concurrency_limit(B, PRIMARY, reserved + UNRESERVED_B)
     # B's reader role may not read ECR lifecycle policies: those checks are not evaluated
     moto.shim.add_fault(deny(B, "ecr", "GetLifecyclePolicy"))
     run.phases["seeded"] = time.monotonic() - started
@@ -643,7 +651,20 @@ def test_alert_labels_name_account_region_resource_and_control(run: Run) -> None
         a["labels"]["aws_service"] == "lambda" and a["labels"]["aws_region"] == PRIMARY
         for a in headroom
     )
-    assert "left 12% of its concurrency limit of 400" in headroom[0]["annotations"]["description"]
+    headroom_a = next(
+        a for a in headroom if a["labels"]["aws_account_id"] == A and a["status"] == "firing"
+    )
+    assert "left 12% of its concurrency limit of 400" in headroom_a["annotations"]["description"]
+    # B's reservations leave 120 of its limit unreserved, below the policy's 150
+    pool = [
+        a
+        for a in run.alerts("platform-tickets", "firing")
+        if a["labels"]["alertname"] == "PostureLambdaUnreservedConcurrencyLow"
+    ]
+    assert {a["labels"]["aws_account_id"] for a in pool} == {B}
+    assert "is 120, below the policy's minimum of 150" in " ".join(
+        pool[0]["annotations"]["description"].split()
+    )
 
 
 def test_notifications_are_grouped_by_alert_and_account(run: Run) -> None:
