@@ -18,7 +18,8 @@ demo: $(STAMP)
 
 ## Debian's Prometheus and Alertmanager binaries (promtool, amtool) for the end-to-end tests.
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || \
+		! command -v prometheus-alertmanager >/dev/null || ! command -v amtool >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \

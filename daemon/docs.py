@@ -1,8 +1,9 @@
-"""Reference documentation generated from code: docs/controls.md, docs/metrics.md, docs/settings.md.
+"""Reference documentation generated from code: docs/controls.md, docs/metrics.md,
+docs/settings.md, docs/dashboards.md, and the Grafana dashboards themselves (grafana/*.json).
 
 `python -m daemon.docs` rewrites them; `python -m daemon.docs --check` fails when they are stale
 (the test suite runs the check). Both also run `python -m daemon.deploy` (IAM policies and the
-Helm chart's generated files).
+Helm chart's generated files, which include copies of the dashboards: written after them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from daemon.controls.registry import AnyControl, all_controls
 from daemon.metrics import names as n
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+GRAFANA = Path(__file__).resolve().parent.parent / "grafana"
 
 
 def _param_rows(ctrl: AnyControl) -> list[str]:
@@ -122,8 +124,8 @@ def metrics_markdown() -> str:
         "*state* metrics are rendered at scrape time from the last successful sweep of each",
         "target: a deleted resource disappears after the next successful sweep, and a failing",
         "target keeps its last known results while `posture_target_up` is 0. *health* metrics are",
-        "the daemon's",
-        "own counters and gauges.",
+        "the daemon's own counters and gauges. *runtime* metrics are the Prometheus client",
+        "library's standard process metrics (Linux only).",
         "",
         "| Metric | Type | Source | Labels | Meaning |",
         "|---|---|---|---|---|",
@@ -168,19 +170,49 @@ def settings_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def dashboards_markdown() -> str:
+    from daemon import dashboards
+
+    return dashboards.markdown()
+
+
 GENERATED = {
     "controls.md": controls_markdown,
     "metrics.md": metrics_markdown,
     "settings.md": settings_markdown,
+    "dashboards.md": dashboards_markdown,
 }
+
+
+def sync_dashboards(directory: Path, *, check: bool) -> list[str]:
+    """Write grafana/*.json from daemon/dashboards (and remove dashboards no longer defined);
+    with `check`, only list what is stale."""
+    from daemon import dashboards
+
+    wanted = dashboards.files()
+    stale = []
+    for name, text in wanted.items():
+        path = directory / name
+        if not path.exists() or path.read_text() != text:
+            stale.append(str(path))
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        if path.name not in wanted:
+            stale.append(str(path))
+            if not check:
+                path.unlink()
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if the files are out of date")
     parser.add_argument("--dir", type=Path, default=DOCS)
+    parser.add_argument("--grafana", type=Path, default=GRAFANA, help="dashboards directory")
     args = parser.parse_args(argv)
-    stale = []
+    stale = sync_dashboards(args.grafana, check=args.check)
     for name, render in GENERATED.items():
         path = args.dir / name
         text = render()
@@ -190,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-    if stale:
+    if stale and args.check:
         sys.stderr.write("out of date (run `python -m daemon.docs`): " + ", ".join(stale) + "\n")
         return 1
     # The deployment artefacts generated from code (IAM policies, the chart's rules, dashboards

@@ -1,8 +1,16 @@
-"""Shared fixtures. Integration tests talk to a real moto server over HTTP (never in-process mocks)."""
+"""Shared fixtures. Integration and end-to-end tests talk to a real moto server over HTTP (never
+in-process mocks): one server, with the demo shim, for the whole session."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from daemon.demo.moto_server import EmbeddedMoto
 
 # Fake credentials for simulated AWS; set before anything creates a botocore session.
 os.environ.update(
@@ -17,3 +25,15 @@ for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
     os.environ.pop(_var, None)
 for _var in [k for k in os.environ if k.startswith("POSTURE_")]:
     os.environ.pop(_var)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[EmbeddedMoto]:
+    from daemon.demo.moto_server import EmbeddedMoto
+
+    server = EmbeddedMoto()
+    url = server.start()
+    os.environ["AWS_ENDPOINT_URL"] = url
+    yield server
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 from daemon.metrics import names as n
 
@@ -36,6 +36,7 @@ class HealthMetrics:
             buckets=_RECONCILE_BUCKETS,
             registry=registry,
         )
+        self.reconcile_interval = _gauge(n.RECONCILE_INTERVAL, registry)
         self.reconciles = _counter(n.RECONCILES, registry)
         self.api_requests = _counter(n.API_REQUESTS, registry)
         self.api_errors = _counter(n.API_ERRORS, registry)
@@ -54,6 +55,7 @@ class HealthMetrics:
         self.targets = _gauge(n.TARGETS, registry)
         self.policy_reloads = _counter(n.POLICY_RELOADS, registry)
         self.policy_reload_failures = _counter(n.POLICY_RELOAD_FAILURES, registry)
+        self.policy_reload_ok = _gauge(n.POLICY_RELOAD_OK, registry)
         self.policy_last_reload = _gauge(n.POLICY_LAST_RELOAD, registry)
         self.policy_info = Info(n.POLICY_INFO.name, n.POLICY_INFO.help, registry=registry)
         self.discovery_errors = _counter(n.DISCOVERY_ERRORS, registry)
@@ -64,6 +66,8 @@ class HealthMetrics:
         self.export_pruned = _counter(n.EXPORT_PRUNED, registry)
         self.shard_ordinal = _gauge(n.SHARD_ORDINAL, registry)
         self.total_shards = _gauge(n.TOTAL_SHARDS, registry)
+        # process_* (start time, CPU, memory, file descriptors): alert rules use the start time
+        ProcessCollector(registry=registry)
 
     def zero_initialise(
         self, services: Iterable[str], operations: Iterable[tuple[str, str]]

@@ -3,7 +3,8 @@
 Dashboards, alert rules and docs/metrics.md depend on these names and labels; tests check that each
 of them only uses what is listed here. `source` says where a metric comes from: "state" metrics are
 rendered at scrape time from the latest result of each target (so they vanish with the resource),
-"health" metrics are the daemon's own instrumented counters and gauges.
+"health" metrics are the daemon's own instrumented counters and gauges, "runtime" metrics are the
+standard process metrics of the Prometheus client library (Linux only).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ SERVICE = "aws_service"
 TARGET_LABELS = (ACCOUNT, REGION, SERVICE)
 
 MetricType = Literal["gauge", "counter", "histogram", "info"]
+Source = Literal["state", "health", "runtime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class MetricDef:
     type: MetricType
     help: str
     labels: tuple[str, ...]
-    source: Literal["state", "health"]
+    source: Source
 
     @property
     def exposed(self) -> str:
@@ -42,7 +44,7 @@ def _d(
     type_: MetricType,
     help_: str,
     labels: tuple[str, ...],
-    source: Literal["state", "health"],
+    source: Source,
 ) -> MetricDef:
     return MetricDef(name, type_, help_, labels, source)
 
@@ -327,6 +329,14 @@ RECONCILE_DURATION = _d(
     (SERVICE,),
     "health",
 )
+RECONCILE_INTERVAL = _d(
+    "posture_reconcile_interval_seconds",
+    "gauge",
+    "Configured time between two sweeps of a target (POSTURE_RECONCILER__INTERVAL_SECONDS, before "
+    "jitter): alert rules measure staleness in intervals.",
+    (),
+    "health",
+)
 RECONCILES = _d(
     "posture_reconciles",
     "counter",
@@ -384,6 +394,14 @@ POLICY_RELOAD_FAILURES = _d(
     "posture_policy_reload_failures",
     "counter",
     "Policy reloads rejected because the new file was invalid (the old policy stays).",
+    (),
+    "health",
+)
+POLICY_RELOAD_OK = _d(
+    "posture_policy_last_reload_successful",
+    "gauge",
+    "1 if the last attempt to load the policy file succeeded, 0 while the file on disk is rejected "
+    "(the daemon keeps running the previous policy).",
     (),
     "health",
 )
@@ -450,6 +468,26 @@ SHARD_ORDINAL = _d("posture_shard_ordinal", "gauge", "This replica's shard index
 TOTAL_SHARDS = _d(
     "posture_total_shards", "gauge", "Number of shards the accounts are split into.", (), "health"
 )
+
+# --- the process, from the Prometheus client library (ProcessCollector; Linux only) ------------
+PROCESS_START = _d(
+    "process_start_time_seconds",
+    "gauge",
+    "Start time of the process since the Unix epoch.",
+    (),
+    "runtime",
+)
+PROCESS_CPU = _d(
+    "process_cpu_seconds", "counter", "User and system CPU time spent, in seconds.", (), "runtime"
+)
+PROCESS_RSS = _d(
+    "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", (), "runtime"
+)
+PROCESS_VMS = _d(
+    "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", (), "runtime"
+)
+PROCESS_OPEN_FDS = _d("process_open_fds", "gauge", "Open file descriptors.", (), "runtime")
+PROCESS_MAX_FDS = _d("process_max_fds", "gauge", "Most open file descriptors.", (), "runtime")
 
 ALL: tuple[MetricDef, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricDef))
 

@@ -44,6 +44,7 @@ class PolicyHolder:
     def _mark_loaded(self, policy: Policy) -> None:
         if self._metrics is not None:
             self._metrics.policy_last_reload.set(time.time())
+            self._metrics.policy_reload_ok.set(1)
             self._metrics.policy_info.info({"source": policy.source, "digest": policy.digest})
 
     def _file_digest(self) -> str | None:
@@ -66,6 +67,7 @@ class PolicyHolder:
             self._digest = digest  # do not retry the same broken content on every poll
             if self._metrics is not None:
                 self._metrics.policy_reload_failures.inc()
+                self._metrics.policy_reload_ok.set(0)
             log.error(
                 "policy reload rejected; keeping the running policy",
                 reason=reason,
@@ -76,6 +78,9 @@ class PolicyHolder:
             return False
         self._digest = digest
         if new.digest == self._policy.digest:
+            # back to the running policy (e.g. a rejected change reverted): the file is good again
+            if self._metrics is not None:
+                self._metrics.policy_reload_ok.set(1)
             return False
         old, self._policy = self._policy, new
         if self._metrics is not None:

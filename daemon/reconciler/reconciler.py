@@ -123,6 +123,7 @@ class Reconciler:
         self._account_names: dict[str, str] = {}
         store.set_policy_samples(measure_policy(policy.current))
         metrics.workers_max.set(rs.workers)
+        metrics.reconcile_interval.set(rs.interval_seconds)
         metrics.shard_ordinal.set(settings.shard.resolved_index)
         metrics.total_shards.set(settings.shard.count)
 

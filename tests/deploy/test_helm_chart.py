@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from daemon import deploy
+from daemon import DOCS_URL, deploy
 from daemon.config import Settings, load_settings
 from daemon.policy import load_policy
 
@@ -386,6 +386,48 @@ def test_the_chart_renders_the_repository_rules_and_dashboards(tmp_path: Path) -
     assert len(maps) == len(dashboards)
     for cm, source in zip(maps, dashboards, strict=True):
         assert json.loads(cm["data"][source.name]) == json.loads(source.read_text())
+
+
+def test_docs_url_moves_runbook_and_dashboard_links_to_your_copy() -> None:
+    """`docsUrl` replaces the project's docs URL in the shipped rules and dashboards, nothing else."""
+    helper = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert f'define "posture-daemon.projectDocsUrl" -}}}}\n{DOCS_URL}\n' in helper
+    mirror = "https://wiki.example.com/posture/docs"
+    default = render(COMBINATIONS["monitoring"])
+    moved = render({**COMBINATIONS["monitoring"], "docsUrl": mirror})
+    default_text, moved_text = json.dumps(default), json.dumps(moved)
+    assert DOCS_URL in default_text and mirror not in default_text
+    assert DOCS_URL not in moved_text
+
+    def relink(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(DOCS_URL, mirror)
+        if isinstance(value, list):
+            return [relink(v) for v in value]
+        if isinstance(value, dict):
+            return {k: relink(v) for k, v in value.items()}
+        return value
+
+    assert moved == relink(default)  # only the links moved
+    urls = [
+        rule["annotations"]["runbook_url"]
+        for manifest in kinds(moved, "PrometheusRule")
+        for group in manifest["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert urls and all(u.startswith(f"{mirror}/runbooks.md#posture") for u in urls)
+    docs_variables = [
+        variable["query"]
+        for cm in kinds(moved, "ConfigMap")
+        if "dashboard" in cm["metadata"]["name"]
+        for text in cm["data"].values()
+        for variable in json.loads(text)["templating"]["list"]
+        if variable["name"] == "docs"
+    ]
+    assert docs_variables and set(docs_variables) == {mirror}
+    with pytest.raises(Exception, match="docsUrl"):
+        render({"docsUrl": "https://wiki.example.com/docs/"})  # no trailing slash
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A moto server (with the demo shim) for the whole session, and a seeded read-only estate.
+"""A seeded read-only estate in the session's moto server (the `moto` fixture, tests/conftest.py),
+and the fault proxy in front of it.
 
 Tests that change AWS state use accounts of their own (moto isolates accounts), so the shared
 estate stays as seeded and no test pays for a reset.
@@ -23,16 +24,6 @@ from .faultproxy import FaultProxy
 
 ESTATE_ACCOUNTS = ("111111111111", "222222222222", "333333333333")
 ALL_SERVICES = ["lambda", "ecr", "ecs", "rds"]
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[EmbeddedMoto]:
-    server = EmbeddedMoto()
-    url = server.start()
-    os.environ["AWS_ENDPOINT_URL"] = url
-    yield server
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    server.stop()
 
 
 @pytest.fixture(scope="session")

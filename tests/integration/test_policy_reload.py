@@ -23,6 +23,9 @@ async def test_valid_reload_applies_and_invalid_reload_keeps_the_running_policy(
     target = {"aws_account_id": account, "aws_region": PRIMARY, "aws_service": "lambda"}
     async with running_daemon(settings) as daemon:
         first = await scrape(daemon)
+        # the staleness alert measures in intervals: the configured one is exported
+        assert value(first, "posture_reconcile_interval_seconds") == 1
+        assert value(first, "posture_policy_last_reload_successful") == 1
         assert value(first, "posture_violations", **target, control="lambda-xray-active") == 1
         digest = daemon.policy.current.digest
 
@@ -35,10 +38,12 @@ async def test_valid_reload_applies_and_invalid_reload_keeps_the_running_policy(
         applied = await scrape(daemon)
         assert not select(applied, "posture_violations", **target, control="lambda-xray-active")
         assert value(applied, "posture_policy_reloads_total") == 1
+        assert value(applied, "posture_policy_last_reload_successful") == 1
         new_digest = daemon.policy.current.digest
         assert select(applied, "posture_policy_info")[0][1]["digest"] == new_digest
 
         # an invalid change: rejected, counted, and the running policy stays
+        good = path.read_text()
         path.write_text(path.read_text().replace("version: 1", "version: 1\nscope: nonsense"))
         await wait_for(
             lambda: daemon.registry.get_sample_value("posture_policy_reload_failures_total") == 1,
@@ -52,3 +57,16 @@ async def test_valid_reload_applies_and_invalid_reload_keeps_the_running_policy(
         assert value(rejected, "posture_policy_reloads_total") == 1
         assert not select(rejected, "posture_violations", **target, control="lambda-xray-active")
         assert value(rejected, "posture_target_up", **target) == 1
+        # the alert PosturePolicyReloadFailed reads this gauge: 0 while the file is rejected ...
+        assert value(rejected, "posture_policy_last_reload_successful") == 0
+
+        # ... and 1 again once the file is good, also when it is reverted to the running policy
+        # (nothing new to apply, so neither counter nor load timestamp moves)
+        path.write_text(good)
+        await wait_for(
+            lambda: daemon.registry.get_sample_value("posture_policy_last_reload_successful") == 1,
+            10,
+            "the reverted file",
+        )
+        assert daemon.policy.current.digest == new_digest
+        assert daemon.registry.get_sample_value("posture_policy_reloads_total") == 1

@@ -70,3 +70,16 @@ scope:
       enabled: true
   regions: all
 {{- end }}
+
+{{/* The docs URL the shipped rules and dashboards link to (daemon.DOCS_URL), and its replacement. */}}
+{{- define "posture-daemon.projectDocsUrl" -}}
+https://github.com/posture-daemon/posture-daemon/blob/main/docs
+{{- end }}
+
+{{- define "posture-daemon.withDocsUrl" -}}
+{{- $text := .text }}
+{{- with .root.Values.docsUrl }}
+{{- $text = replace (include "posture-daemon.projectDocsUrl" $.root) . $text }}
+{{- end }}
+{{- $text }}
+{{- end }}
