@@ -219,7 +219,9 @@ async def test_throttling_storm_on_one_account_region(
     # the other targets (the same account in another region, another account) kept their interval
     for t, times in successes.items():
         assert len(times) >= 4, (t, times)
-        assert max(b - a for a, b in itertools.pairwise(times)) < 3, (t, times)
+        # a 1 s interval plus the sweep itself (over a second on a loaded machine); a target
+        # held up by the storm would wait out the storm's retries and backoff (7 s and more)
+        assert max(b - a for a, b in itertools.pairwise(times)) < 5, (t, times)
         assert value(mid, "posture_target_up", **labels(t.account_id, t.region)) == 1
     # after the storm: up again, same results
     assert value(recovered, "posture_target_up", **labels(stormy)) == 1
