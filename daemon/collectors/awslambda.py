@@ -21,6 +21,7 @@ from daemon.collectors.base import (
     absent_if_not_found,
     parse_timestamp,
 )
+from daemon.collectors.cache import DetailCache
 from daemon.model import awslambda as m
 from daemon.model import frozen_errors, frozen_tags, parse_arn
 from daemon.model import lambdaconfig as lc
@@ -35,8 +36,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("lambda", "GetPolicy", "lambda:GetPolicy"),
     Operation("lambda", "GetFunctionUrlConfig", "lambda:GetFunctionUrlConfig"),
     Operation("lambda", "ListAliases", "lambda:ListAliases"),
-    Operation("lambda", "GetFunctionCodeSigningConfig", "lambda:GetFunctionCodeSigningConfig"),
+    # code signing: one listing per account-region instead of a call per function
+    Operation("lambda", "ListCodeSigningConfigs", "lambda:ListCodeSigningConfigs"),
     Operation("lambda", "GetCodeSigningConfig", "lambda:GetCodeSigningConfig"),
+    Operation(
+        "lambda", "ListFunctionsByCodeSigningConfig", "lambda:ListFunctionsByCodeSigningConfig"
+    ),
     Operation("lambda", "GetFunctionEventInvokeConfig", "lambda:GetFunctionEventInvokeConfig"),
     Operation(
         "lambda", "ListProvisionedConcurrencyConfigs", "lambda:ListProvisionedConcurrencyConfigs"
@@ -181,14 +186,57 @@ class _RegionData:
     ]  # api id -> (found, stage->acl) | error
     signing: dict[str, str | None]  # code signing config ARN -> UntrustedArtifactOnDeployment
     signing_errors: dict[str, str]
+    # function ARN -> its code signing config ARN (functions without one are absent); None: the
+    # listing failed with `signing_list_error` and every function's code signing is unknown
+    signing_by_function: dict[str, str] | None = None
+    signing_list_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """The per-function answers beyond ListFunctions, as read (cached under the change key)."""
+
+    tags: dict[str, str]
+    reserved: int | None
+    policy_text: Any
+    url: dict[str, Any] | None
+    aliases: tuple[dict[str, Any], ...]
+    invoke: dict[str, Any] | None
+    provisioned: tuple[dict[str, Any], ...]
+
+
+def change_key(raw: dict[str, Any], versions: Iterable[dict[str, Any]]) -> tuple[Any, ...]:
+    """What ListFunctions(FunctionVersion=ALL) says about a function: when any of it differs, the
+    function changed and its details are read again."""
+    return (
+        raw.get("RevisionId"),
+        raw.get("CodeSha256"),
+        raw.get("LastModified"),
+        tuple(
+            sorted(
+                (str(v.get("Version")), str(v.get("RevisionId")), str(v.get("CodeSha256")))
+                for v in versions
+            )
+        ),
+    )
 
 
 class LambdaCollector:
     service = SERVICE
     operations = OPERATIONS
 
-    def __init__(self, roles: iam.RoleReader) -> None:
+    def __init__(self, roles: iam.RoleReader, details: DetailCache[_Fetched] | None = None) -> None:
         self.roles = roles
+        # per-function details, re-read on change or rolling refresh (daemon/collectors/cache.py)
+        self.details: DetailCache[_Fetched] = details or DetailCache(0)
+
+    def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
+        """Forget cached details (a change event): one function by ARN or name, or all."""
+        if resource is not None and not resource.startswith("arn:"):
+            resource = f"arn:aws:lambda:{region}:{account_id}:function:{resource}"
+        if resource is not None:
+            resource = ":".join(resource.split(":")[:7])  # no qualifier
+        self.details.invalidate((account_id, region), resource)
 
     async def collect(self, ctx: CollectContext) -> m.LambdaSnapshot:
         api = ctx.api
@@ -229,6 +277,9 @@ class LambdaCollector:
                         last_modified=parse_timestamp(e.get("LastModified")),
                     )
                 )
+        self.details.retain(
+            (target.account_id, target.region), (str(e.get("FunctionArn")) for e in latest)
+        )
         layers = await self._layers(ctx)
         shared = await self._region_data(ctx, latest, layers)
         functions = await ctx.gather(
@@ -312,9 +363,44 @@ class LambdaCollector:
             layer_versions={lv.arn for lv in layers},
             foreign_layers=await self._foreign_layers(ctx, functions),
             stages={},
-            signing={},
             signing_errors={},
+            **await self._signing_configs(ctx),
         )
+
+    async def _signing_configs(self, ctx: CollectContext) -> dict[str, Any]:
+        """Which function uses which code signing config: ListCodeSigningConfigs and, per config,
+        ListFunctionsByCodeSigningConfig -- a few calls per account-region instead of
+        GetFunctionCodeSigningConfig for every function (Lambda's shared 15/s budget)."""
+        by_function: dict[str, str] = {}
+        signing: dict[str, str | None] = {}
+        try:
+            configs = await ctx.api.all_items(
+                "lambda", "list_code_signing_configs", "CodeSigningConfigs"
+            )
+            for config in configs:
+                arn = config.get("CodeSigningConfigArn")
+                if not arn:
+                    continue
+                policies = config.get("CodeSigningPolicies") or {}
+                signing[str(arn)] = policies.get("UntrustedArtifactOnDeployment")
+                try:
+                    arns = await ctx.api.all_items(
+                        "lambda",
+                        "list_functions_by_code_signing_config",
+                        "FunctionArns",
+                        CodeSigningConfigArn=arn,
+                    )
+                except AwsError as err:
+                    if err.kind is ErrorKind.NOT_FOUND:
+                        continue  # deleted since it was listed
+                    raise
+                for function_arn in arns:
+                    by_function[":".join(str(function_arn).split(":")[:7])] = str(arn)
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            return {"signing": {}, "signing_by_function": None, "signing_list_error": err.code}
+        return {"signing": signing, "signing_by_function": by_function, "signing_list_error": None}
 
     async def _log_groups(
         self, ctx: CollectContext, functions: list[dict[str, Any]]
@@ -509,7 +595,13 @@ class LambdaCollector:
         # Provisioned concurrency needs a published version (directly or through an alias).
         published = bool(versions.get(arn))
         d = await self._details(
-            ctx, arn, str(raw.get("FunctionName", "")), shared, errors, published
+            ctx,
+            arn,
+            str(raw.get("FunctionName", "")),
+            shared,
+            errors,
+            published,
+            change_key(raw, raw_versions.get(arn, ())),
         )
         if d is None:
             return None  # deleted since it was listed
@@ -614,12 +706,96 @@ class LambdaCollector:
         shared: _RegionData,
         errors: AspectErrors,
         published: bool,
+        key: tuple[Any, ...],
     ) -> _Details | None:
-        """The per-function calls beyond ListFunctions. None if the function is gone.
+        """The function's details beyond ListFunctions: cached under its change key, read again
+        on a change or a rolling refresh. None if the function is gone."""
+        scope = (ctx.target.account_id, ctx.target.region)
+        now = ctx.now.timestamp()
+        entry = self.details.get(scope, arn, key, now)
+        if entry is not None:
+            fetched, fetched_at = entry.value, entry.fetched_at
+        else:
+            got = await self._fetch(ctx, arn, name, errors, published)
+            if got is None:
+                self.details.discard(scope, arn)
+                return None  # deleted since it was listed
+            fetched, fetched_at = got, now
+            if not errors.errors:  # unknown is never cached: read it again next sweep
+                self.details.put(scope, arn, key, fetched, now)
+            else:
+                self.details.discard(scope, arn)
+        ctx.served(fetched_at)
+
+        policy, problem = _parse_policy_text(fetched.policy_text)
+        if problem:
+            errors.fail(m.ASPECT_POLICY, "MalformedPolicy")
+            ctx.issue(arn, m.ASPECT_POLICY, problem)
+        readable = not {
+            m.ASPECT_FUNCTION,
+            m.ASPECT_POLICY,
+            m.ASPECT_URL,
+            m.ASPECT_ALIASES,
+            m.ASPECT_INVOKE_CONFIG,
+            m.ASPECT_PROVISIONED,
+        } & set(errors.errors)
+
+        csc_arn: str | None = None
+        untrusted_action = None
+        if shared.signing_by_function is None:
+            errors.fail(m.ASPECT_CODE_SIGNING, shared.signing_list_error or "Unknown")
+            readable = False
+        else:
+            csc_arn = shared.signing_by_function.get(arn)
+        if csc_arn:
+            untrusted_action, signing_error = await self._signing_action(ctx, shared, csc_arn)
+            if signing_error:
+                errors.fail(m.ASPECT_CODE_SIGNING, signing_error)
+        on_failure = ((fetched.invoke or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
+        parts = None
+        if readable:
+            parts = lc.FunctionParts(
+                configuration={},  # the caller adds the ListFunctions entry and versions
+                tags=fetched.tags,
+                reserved_concurrency=fetched.reserved,
+                policy=fetched.policy_text,
+                aliases=fetched.aliases,
+                url=fetched.url,
+                invoke_config=fetched.invoke,
+                provisioned=fetched.provisioned,
+                code_signing_config_arn=csc_arn,
+            )
+        return _Details(
+            tags=fetched.tags,
+            reserved=fetched.reserved,
+            policy=policy,
+            url_auth_type=(fetched.url or {}).get("AuthType"),
+            aliases=tuple(
+                m.Alias(str(a.get("Name")), str(a.get("FunctionVersion"))) for a in fetched.aliases
+            ),
+            csc_arn=csc_arn,
+            untrusted_action=untrusted_action,
+            on_failure=on_failure.get("Destination") or None,
+            provisioned=_provisioned(list(fetched.provisioned)),
+            parts=parts,
+        )
+
+    async def _fetch(
+        self,
+        ctx: CollectContext,
+        arn: str,
+        name: str,
+        errors: AspectErrors,
+        published: bool,
+    ) -> _Fetched | None:
+        """The per-function calls: GetFunction (its own 100/s bucket: configuration, tags and
+        reserved concurrency in one answer), GetPolicy (its own 15/s bucket), and from the shared
+        15/s bucket GetFunctionUrlConfig, ListAliases, GetFunctionEventInvokeConfig and -- only
+        for functions with published versions, as $LATEST cannot have provisioned concurrency --
+        ListProvisionedConcurrencyConfigs. Code signing comes from the account-region listing.
 
         Calls name the function by name (unambiguous within the target's account and region).
-        ListProvisionedConcurrencyConfigs is only called for functions with published versions:
-        $LATEST cannot have provisioned concurrency.
+        None if the function is gone.
         """
         api = ctx.api
         try:
@@ -636,36 +812,16 @@ class LambdaCollector:
         policy_resp = await errors.fetch(
             m.ASPECT_POLICY, api.call("lambda", "get_policy", FunctionName=name)
         )
-        readable = m.ASPECT_FUNCTION not in errors.errors and m.ASPECT_POLICY not in errors.errors
-        policy, problem = _parse_policy_text(policy_resp.get("Policy") if policy_resp else None)
-        if problem:
-            errors.fail(m.ASPECT_POLICY, "MalformedPolicy")
-            ctx.issue(arn, m.ASPECT_POLICY, problem)
-
         url = await errors.fetch(
             m.ASPECT_URL, api.call("lambda", "get_function_url_config", FunctionName=name)
         )
         aliases = await errors.fetch(
             m.ASPECT_ALIASES, api.all_items("lambda", "list_aliases", "Aliases", FunctionName=name)
         )
-        csc = await errors.fetch(
-            m.ASPECT_CODE_SIGNING,
-            api.call("lambda", "get_function_code_signing_config", FunctionName=name),
-        )
-        csc_arn = (csc or {}).get("CodeSigningConfigArn") or None
-        readable = readable and not {m.ASPECT_URL, m.ASPECT_ALIASES, m.ASPECT_CODE_SIGNING} & set(
-            errors.errors
-        )
-        untrusted_action = None
-        if csc_arn:
-            untrusted_action, signing_error = await self._signing_action(ctx, shared, csc_arn)
-            if signing_error:
-                errors.fail(m.ASPECT_CODE_SIGNING, signing_error)
         invoke = await errors.fetch(
             m.ASPECT_INVOKE_CONFIG,
             api.call("lambda", "get_function_event_invoke_config", FunctionName=name),
         )
-        on_failure = ((invoke or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
         provisioned: list[dict[str, Any]] | None = []
         if published:
             provisioned = await errors.fetch(
@@ -677,37 +833,14 @@ class LambdaCollector:
                     FunctionName=name,
                 ),
             )
-        readable = readable and not {m.ASPECT_INVOKE_CONFIG, m.ASPECT_PROVISIONED} & set(
-            errors.errors
-        )
-        parts = None
-        if readable:
-            parts = lc.FunctionParts(
-                configuration={},  # the caller adds the ListFunctions entry and versions
-                tags=detail.get("Tags") or {},
-                reserved_concurrency=(detail.get("Concurrency") or {}).get(
-                    "ReservedConcurrentExecutions"
-                ),
-                policy=policy_resp.get("Policy") if policy_resp else None,
-                aliases=tuple(aliases or ()),
-                url=url,
-                invoke_config=invoke,
-                provisioned=tuple(provisioned or ()),
-                code_signing_config_arn=csc_arn,
-            )
-        return _Details(
+        return _Fetched(
             tags=detail.get("Tags") or {},
             reserved=(detail.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
-            policy=policy,
-            url_auth_type=(url or {}).get("AuthType"),
-            aliases=tuple(
-                m.Alias(str(a.get("Name")), str(a.get("FunctionVersion"))) for a in aliases or []
-            ),
-            csc_arn=csc_arn,
-            untrusted_action=untrusted_action,
-            on_failure=on_failure.get("Destination") or None,
-            provisioned=_provisioned(provisioned or []),
-            parts=parts,
+            policy_text=policy_resp.get("Policy") if policy_resp else None,
+            url=url,
+            aliases=tuple(aliases or ()),
+            invoke=invoke,
+            provisioned=tuple(provisioned or ()),
         )
 
     async def _web_stages(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from daemon.aws import clients, discovery
 from daemon.collectors import awslambda, ecr, ecs, rds
 from daemon.collectors.base import Collector, Operation
+from daemon.collectors.cache import DetailCache
 from daemon.collectors.iam import RoleReader
 from daemon.config import Settings
 from daemon.export import operations as export_operations
@@ -18,8 +21,14 @@ def build_collectors(settings: Settings) -> dict[str, Collector]:
     # stale data for long.
     ttl = min(300.0, settings.reconciler.interval_seconds / 2)
     task_definitions = ecs.TaskDefinitionReader(ttl)
+    rs = settings.reconciler
+
+    def details() -> DetailCache[Any]:
+        # look one interval ahead so a detail is re-read before it is older than max_data_age
+        return DetailCache(rs.max_data_age_seconds, lookahead=rs.interval_seconds)
+
     return {
-        awslambda.SERVICE: awslambda.LambdaCollector(RoleReader(ttl)),
+        awslambda.SERVICE: awslambda.LambdaCollector(RoleReader(ttl), details()),
         ecr.SERVICE: ecr.EcrCollector(task_definitions),
         ecs.SERVICE: ecs.EcsCollector(task_definitions),
         rds.SERVICE: rds.RdsCollector(),

@@ -2,7 +2,8 @@
 
 moto 5 answers these Lambda operations with HTTP 404; the shim, a WSGI middleware in front of
 moto's own application, answers them exactly in the shape botocore's service model gives them:
-- CreateCodeSigningConfig / GetCodeSigningConfig, from memory;
+- CreateCodeSigningConfig / GetCodeSigningConfig / ListCodeSigningConfigs, from memory, and
+  ListFunctionsByCodeSigningConfig from moto's functions;
 - GetAccountSettings, computed from moto's own state: the account-region's concurrency limit
   (1000 as in AWS, or what the demo or a test set through `set_concurrency_limit` or
   `POST /posture-shim/lambda/account-limit`) minus the reservations of its functions in moto;
@@ -686,6 +687,37 @@ class LambdaGapShim:
             with self._lock:
                 self.code_signing[arn] = config
             return self._json(start, "201 Created", {"CodeSigningConfig": config})
+        if method == "GET" and not rest:
+            # ListCodeSigningConfigs (moto has none): the caller's account and region, one page
+            key, region = _caller(environ)
+            prefix = f"arn:aws:lambda:{region}:{_account_for(key)}:code-signing-config:"
+            with self._lock:
+                configs = [c for a, c in sorted(self.code_signing.items()) if a.startswith(prefix)]
+            return self._json(start, "200 OK", {"CodeSigningConfigs": configs})
+        if method == "GET" and rest.endswith("/functions"):
+            # ListFunctionsByCodeSigningConfig (moto has none): from moto's functions, which keep
+            # the CodeSigningConfigArn given to CreateFunction
+            arn = rest.removesuffix("/functions")
+            with self._lock:
+                known = arn in self.code_signing
+            if not known:
+                return self._json(
+                    start,
+                    "404 Not Found",
+                    {
+                        "Type": "User",
+                        "Message": f"{arn} not found",
+                        "__type": "ResourceNotFoundException",
+                    },
+                )
+            parts = arn.split(":")
+            backend = _lambda_backend(parts[4], parts[3])
+            arns = sorted(
+                str(f.function_arn)
+                for f in backend.list_functions()
+                if getattr(f, "code_signing_config_arn", None) == arn
+            )
+            return self._json(start, "200 OK", {"FunctionArns": arns})
         if method == "GET" and rest:
             with self._lock:
                 found = self.code_signing.get(rest)

@@ -25,7 +25,8 @@ from daemon.collectors.base import CollectContext, Collector
 from daemon.config import Settings
 from daemon.controls.engine import evaluate
 from daemon.export.exporter import Exporter
-from daemon.measures import measure_policy, measure_target
+from daemon.measures import measure_policy, measure_target, sample
+from daemon.metrics import names as n
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Target
 from daemon.model.awslambda import LambdaSnapshot
@@ -225,13 +226,20 @@ class Reconciler:
         for problem in evaluation.problems:
             if self._seen.first_time(("problem", problem)):
                 log.error("control raised an exception", problem=problem)
+        samples = measure_target(snapshot, policy, now)
+        if ctx.fetched_at:
+            stamp = now.timestamp()
+            ages = self.metrics.data_age.labels(target.service)
+            for fetched_at in ctx.fetched_at:
+                ages.observe(max(0.0, stamp - fetched_at))
+            samples = (*samples, sample(n.DATA_OLDEST_FETCH.name, min(ctx.fetched_at)))
         result = TargetResult.build(
             target,
             now,
             evaluation.findings,
             evaluation.controls,
             snapshot.resource_counts(),
-            measure_target(snapshot, policy, now),
+            samples,
         )
         self.store.publish(result, time.time())
         return result
