@@ -295,6 +295,8 @@ class AwsApi:
                 resume = token if any(v is not None for v in token.values()) else None
                 page.pop("ResponseMetadata", None)
                 yield page
+                if resume is None:
+                    return  # the last page: no request (and no token of the quota) for "no more"
 
     async def download(
         self,

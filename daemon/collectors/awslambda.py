@@ -168,6 +168,7 @@ class _Details:
     provisioned: tuple[m.ProvisionedConcurrency, ...]
     # the raw answers behind the function's config fingerprint; None when one was unreadable
     parts: lc.FunctionParts | None
+    fetched_at: float  # unix time the answers were read (from the cache: earlier sweeps)
 
 
 @dataclass
@@ -229,6 +230,14 @@ class LambdaCollector:
         self.roles = roles
         # per-function details, re-read on change or rolling refresh (daemon/collectors/cache.py)
         self.details: DetailCache[_Fetched] = details or DetailCache(0)
+        # layer version policies (GetLayerVersionPolicy; None: the version has none)
+        self.layer_policies: DetailCache[dict[str, Any] | None] = DetailCache(
+            self.details.max_age, self.details.lookahead
+        )
+        # subscription filters per log group (only read while lambda-log-export may run)
+        self.filters: DetailCache[tuple[dict[str, Any], ...]] = DetailCache(
+            self.details.max_age, self.details.lookahead
+        )
 
     def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
         """Forget cached details (a change event): one function by ARN or name, or all."""
@@ -237,6 +246,8 @@ class LambdaCollector:
         if resource is not None:
             resource = ":".join(resource.split(":")[:7])  # no qualifier
         self.details.invalidate((account_id, region), resource)
+        if resource is None:
+            self.filters.invalidate((account_id, f"{region}/logs"))
 
     async def collect(self, ctx: CollectContext) -> m.LambdaSnapshot:
         api = ctx.api
@@ -282,12 +293,27 @@ class LambdaCollector:
         )
         layers = await self._layers(ctx)
         shared = await self._region_data(ctx, latest, layers)
+        served = len(ctx.fetched_at)
         functions = await ctx.gather(
             latest, lambda raw: self._function(ctx, raw, versions, raw_versions, shared)
         )
         found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
         posture = await region.collect_region(ctx)
         budget, budget_errors = await concurrency.collect_concurrency(ctx, found)
+        stamp = ctx.now.timestamp()
+        cached = any(at < stamp for at in ctx.fetched_at[served:])
+        if cached and _reservations_disagree(budget):
+            # Some details came from the cache, and AWS's unreserved concurrency says a
+            # reservation changed since (PutFunctionConcurrency shows in no listing): read every
+            # function's details again in this sweep instead of serving a stale reservation.
+            self.details.invalidate((target.account_id, target.region))
+            del ctx.fetched_at[served:]
+            functions = await ctx.gather(
+                latest, lambda raw: self._function(ctx, raw, versions, raw_versions, shared)
+            )
+            found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
+            total, count, _ = concurrency.reservations(found)
+            budget = replace(budget, reserved_total=total, reserved_functions=count)
         return m.LambdaSnapshot(
             target=ctx.target,
             collected_at=ctx.now,
@@ -305,6 +331,9 @@ class LambdaCollector:
     async def _layers(self, ctx: CollectContext) -> list[m.LayerVersion]:
         api = ctx.api
         out: list[m.LayerVersion] = []
+        scope = (ctx.target.account_id, ctx.target.region)
+        now = ctx.now.timestamp()
+        listed: list[str] = []
         for layer in await api.all_items("lambda", "list_layers", "Layers"):
             name = layer.get("LayerName", "")
             raw_versions = await api.all_items(
@@ -321,14 +350,24 @@ class LambdaCollector:
                         "layer version without a version number: skipped",
                     )
                     return None
-                resp = await errors.fetch(
-                    m.ASPECT_LAYER_POLICY,
-                    api.call(
-                        "lambda", "get_layer_version_policy", LayerName=name, VersionNumber=number
-                    ),
-                )
-                policy, problem = _parse_policy_text(resp.get("Policy") if resp else None)
                 arn = str(raw.get("LayerVersionArn", ""))
+                # a layer version is immutable, its policy is not: cached like function details
+                entry = self.layer_policies.get(scope, arn, arn, now)
+                if entry is not None:
+                    resp = entry.value
+                else:
+                    resp = await errors.fetch(
+                        m.ASPECT_LAYER_POLICY,
+                        api.call(
+                            "lambda",
+                            "get_layer_version_policy",
+                            LayerName=name,
+                            VersionNumber=number,
+                        ),
+                    )
+                    if not errors.errors:
+                        self.layer_policies.put(scope, arn, arn, resp, now)
+                policy, problem = _parse_policy_text(resp.get("Policy") if resp else None)
                 if problem:
                     errors.fail(m.ASPECT_LAYER_POLICY, "MalformedPolicy")
                     ctx.issue(arn, m.ASPECT_LAYER_POLICY, problem)
@@ -343,6 +382,8 @@ class LambdaCollector:
                 )
 
             out.extend(lv for lv in await ctx.gather(raw_versions, one) if lv is not None)
+            listed.extend(str(raw.get("LayerVersionArn", "")) for raw in raw_versions)
+        self.layer_policies.retain(scope, listed)
         return sorted(out, key=lambda lv: lv.arn)
 
     async def _region_data(
@@ -455,20 +496,30 @@ class LambdaCollector:
                 raise
             errors[""] = err.code
 
+        scope = (ctx.target.account_id, f"{ctx.target.region}/logs")
+        now = ctx.now.timestamp()
+        self.filters.retain(scope, groups)
+
         async def one(group: m.LogGroup) -> m.LogGroup:
-            try:
-                filters = await ctx.api.all_items(
-                    "logs",
-                    "describe_subscription_filters",
-                    "subscriptionFilters",
-                    logGroupName=group.name,
-                )
-            except AwsError as err:
-                if err.kind.retryable:
-                    raise
-                if err.kind is not ErrorKind.NOT_FOUND:  # deleted since: no filters
-                    errors[group.name] = err.code
-                filters = []
+            # cached per log group like a function's details (filters show in no listing)
+            entry = self.filters.get(scope, group.name, group.arn, now)
+            if entry is not None:
+                filters = list(entry.value)
+            else:
+                try:
+                    filters = await ctx.api.all_items(
+                        "logs",
+                        "describe_subscription_filters",
+                        "subscriptionFilters",
+                        logGroupName=group.name,
+                    )
+                    self.filters.put(scope, group.name, group.arn, tuple(filters), now)
+                except AwsError as err:
+                    if err.kind.retryable:
+                        raise
+                    if err.kind is not ErrorKind.NOT_FOUND:  # deleted since: no filters
+                        errors[group.name] = err.code
+                    filters = []
             return replace(
                 group,
                 subscription_filters=len(filters),
@@ -614,11 +665,13 @@ class LambdaCollector:
             ctx.issue(arn, m.ASPECT_CONFIG, problem)
         role_arn = str(raw.get("Role") or "")
         if role_arn:
-            role_result = await self.roles.role(ctx.global_api, role_arn)
+            role_result = await self.roles.role(ctx.global_api, role_arn, ctx.now.timestamp())
         else:
             role_result = iam.RoleResult(None, "NoRoleInConfiguration")
         if role_result.error:
             errors.fail(m.ASPECT_ROLE, role_result.error)
+        # how old the data judged is: the older of the function's details and its role
+        ctx.served(min(d.fetched_at, role_result.fetched_at or d.fetched_at))
 
         log_group_name = self._log_group_name(raw)
         if shared.log_groups_error:
@@ -725,7 +778,6 @@ class LambdaCollector:
                 self.details.put(scope, arn, key, fetched, now)
             else:
                 self.details.discard(scope, arn)
-        ctx.served(fetched_at)
 
         policy, problem = _parse_policy_text(fetched.policy_text)
         if problem:
@@ -778,6 +830,7 @@ class LambdaCollector:
             on_failure=on_failure.get("Destination") or None,
             provisioned=_provisioned(list(fetched.provisioned)),
             parts=parts,
+            fetched_at=fetched_at,
         )
 
     async def _fetch(
@@ -867,6 +920,15 @@ class LambdaCollector:
             names: Iterable[str] = by_stage if stage == "*" else [stage]
             out.extend(m.ApiStage(api_id, s, by_stage.get(s)) for s in names if s in by_stage)
         return tuple(out)
+
+
+def _reservations_disagree(budget: m.LambdaConcurrency) -> bool:
+    """Whether GetAccountSettings' unreserved concurrency contradicts the functions' reservations
+    (limit - unreserved is the sum of every reservation of the account-region)."""
+    settings = budget.settings
+    if settings is None or budget.reserved_total is None:
+        return False
+    return settings.concurrency_limit - settings.unreserved_concurrency != budget.reserved_total
 
 
 def _provisioned(raw: list[dict[str, Any]]) -> tuple[m.ProvisionedConcurrency, ...]:

@@ -20,18 +20,20 @@ def build_collectors(settings: Settings) -> dict[str, Collector]:
     # cache them for a fraction of the interval so one sweep reads them once without serving
     # stale data for long.
     ttl = min(300.0, settings.reconciler.interval_seconds / 2)
-    task_definitions = ecs.TaskDefinitionReader(ttl)
     rs = settings.reconciler
+    task_definitions = ecs.TaskDefinitionReader(ttl)
 
     def details() -> DetailCache[Any]:
         # look one interval ahead so a detail is re-read before it is older than max_data_age
         return DetailCache(rs.max_data_age_seconds, lookahead=rs.interval_seconds)
 
     return {
-        awslambda.SERVICE: awslambda.LambdaCollector(RoleReader(ttl), details()),
-        ecr.SERVICE: ecr.EcrCollector(task_definitions),
+        awslambda.SERVICE: awslambda.LambdaCollector(
+            RoleReader(rs.max_data_age_seconds or ttl, error_ttl_seconds=ttl), details()
+        ),
+        ecr.SERVICE: ecr.EcrCollector(task_definitions, details()),
         ecs.SERVICE: ecs.EcsCollector(task_definitions),
-        rds.SERVICE: rds.RdsCollector(),
+        rds.SERVICE: rds.RdsCollector(details()),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -43,7 +44,7 @@ def test_bucket_spaces_calls_at_its_rate() -> None:
     assert delays == [0.0] * 7
     # ... then each caller is given its place in line, 1/rate apart
     queued = [bucket.reserve() for _ in range(15)]
-    gaps = [b - a for a, b in zip(queued, queued[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(queued)]
     assert all(g == pytest.approx(1 / 7.5) for g in gaps)
     assert queued[-1] == pytest.approx((7 + 15 - 7.5) / 7.5)
     assert bucket.granted == 22

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from daemon.collectors.cache import DetailCache, phase, refresh_due
 from daemon.collectors.awslambda import change_key
+from daemon.collectors.cache import DetailCache, phase, refresh_due
 
 SCOPE = ("111111111111", "eu-west-1")
 HOUR = 3600.0
