@@ -315,6 +315,39 @@ class ExportSettings(Section):
         return self
 
 
+class EventsSettings(Section):
+    """The event-driven fast path: change events from SQS trigger an immediate reconcile."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Read change events (CloudTrail management events of Lambda, ECR, ECS and RDS, "
+        "forwarded by EventBridge; deploy/events/) from queue_url and reconcile the target of "
+        "each at once, its cached details of that resource forgotten.",
+    )
+    queue_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$",
+        description="The SQS queue URL (read with the daemon's own credentials).",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$",
+        description="Region of the queue (default: POSTURE_AWS__REGION).",
+    )
+    wait_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=20,
+        description="SQS long-poll wait; kept below POSTURE_AWS__READ_TIMEOUT_SECONDS.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EventsSettings:
+        if self.enabled and not self.queue_url:
+            raise ValueError("events are enabled without a queue (set POSTURE_EVENTS__QUEUE_URL)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -340,6 +373,7 @@ class Settings(BaseSettings):
     shard: ShardSettings = ShardSettings()
     metrics: MetricsSettings = MetricsSettings()
     export: ExportSettings = ExportSettings()
+    events: EventsSettings = EventsSettings()
 
     @classmethod
     def settings_customise_sources(

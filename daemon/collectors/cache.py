@@ -20,8 +20,8 @@ Pure logic: time is passed in (`now`, unix seconds), so the tests need no clock.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import zlib
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -33,7 +33,9 @@ Scope = tuple[str, str]  # (account id, region)
 
 def phase(resource: str) -> float:
     """A stable fraction in [0, 1) for a resource (its place in the refresh period)."""
-    return zlib.crc32(resource.encode()) / 2**32
+    # blake2b, not crc32: CRC is linear, so names that differ in a digit cluster together
+    digest = hashlib.blake2b(resource.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def refresh_due(

@@ -11,6 +11,7 @@ from daemon.collectors.cache import DetailCache
 from daemon.collectors.iam import RoleReader
 from daemon.config import Settings
 from daemon.export import operations as export_operations
+from daemon.reconciler import events
 
 MODULES = (awslambda, ecr, ecs, rds)
 
@@ -49,6 +50,7 @@ def declared_operations() -> tuple[Operation, ...]:
         discovery.OPERATIONS,
         *(module.OPERATIONS for module in MODULES),
         export_operations.DAEMON,
+        events.OPERATIONS,
     ):
         for op in ops:
             key = (op.service, op.operation)

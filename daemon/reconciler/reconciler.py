@@ -32,6 +32,7 @@ from daemon.model import Target
 from daemon.model.awslambda import LambdaSnapshot
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
+from daemon.reconciler.events import Change
 from daemon.reconciler.queue import Backoff, WorkQueue
 from daemon.reconciler.targets import Discovery, TargetSource
 from daemon.state import StateStore, TargetResult
@@ -187,6 +188,18 @@ class Reconciler:
             self._rediscover.clear()
             if not stop.is_set():
                 await self.refresh_targets()
+
+    def changed(self, change: Change) -> bool:
+        """A change event (daemon/reconciler/events.py): forget the resource's cached details and
+        reconcile its target now. False when the target is not this replica's."""
+        target = Target(change.account_id, change.region, change.service)
+        if target not in self.targets:
+            return False
+        invalidate = getattr(self.collectors.get(change.service), "invalidate", None)
+        if invalidate is not None:
+            invalidate(change.account_id, change.region, change.resource)
+        self.queue.add(target)
+        return True
 
     # --- one target -------------------------------------------------------------------------------
     async def reconcile(self, target: Target) -> TargetResult:
