@@ -58,7 +58,7 @@ def cloudtrail_event(account: str, region: str, event_name: str, params: dict[st
 async def test_a_change_event_becomes_a_metric_within_seconds(
     moto: EmbeddedMoto, tmp_path: Path
 ) -> None:
-    account = "930000000004"
+    account = "909000000004"
     await seed_estate([account], [PRIMARY], only=["orders-api", "untraced"])
     async with get_session().create_client("sqs", region_name=PRIMARY) as sqs:
         queue_url = (await sqs.create_queue(QueueName="posture-changes-test"))["QueueUrl"]
@@ -82,7 +82,7 @@ async def test_a_change_event_becomes_a_metric_within_seconds(
             await sqs.send_message(
                 QueueUrl=queue_url,
                 MessageBody=cloudtrail_event(
-                    "930000000099", PRIMARY, "AddPermission20150331v2", {"functionName": "x"}
+                    "909000000099", PRIMARY, "AddPermission20150331v2", {"functionName": "x"}
                 ),
             )
             async with aws_client("lambda", account, PRIMARY) as client:

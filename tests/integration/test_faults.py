@@ -374,8 +374,10 @@ async def test_expired_credentials_mid_sweep_are_renewed_and_the_sweep_goes_on(
     account = "940000000001"
     only = ["orders-api", "untraced", "open-invoke", "no-reservation", "unsigned", "no-logs"]
     await seed_estate([account], [PRIMARY], only=only)
+    # no detail cache: every sweep reads each function's details, so GetFunctions are in flight
     settings = settings_for(
-        policy_for([account], tmp_path, regions=[PRIMARY]), reconciler={"interval_seconds": 1}
+        policy_for([account], tmp_path, regions=[PRIMARY]),
+        reconciler={"interval_seconds": 1, "max_data_age_seconds": 0},
     )
     role = f"arn:aws:iam::{account}:role/PostureDaemonReader"
     async with running_daemon(settings) as daemon:

@@ -59,7 +59,7 @@ def target_labels(account: str) -> dict[str, str]:
 async def test_steady_state_reads_only_listings_and_detects_a_change(
     moto: EmbeddedMoto, tmp_path: Path
 ) -> None:
-    account = "930000000001"
+    account = "909000000001"
     await seed_estate([account], [PRIMARY], only=FUNCTIONS)
     settings = settings_for(
         policy_for([account], tmp_path, regions=[PRIMARY]),
@@ -142,7 +142,7 @@ async def test_pacing_holds_the_shared_lambda_budget(moto: EmbeddedMoto, tmp_pat
     """Real Lambda quotas (no multiplier), a quarter share: the shared control-plane bucket is
     3.75 requests/s. One cold sweep of three functions; the bucket's accounting shows every call
     waited for its token, and the sweep took at least as long as the budget implies."""
-    account = "930000000002"
+    account = "909000000002"
     await seed_estate([account], [PRIMARY], only=FUNCTIONS)
     settings = settings_for(
         policy_for([account], tmp_path, regions=[PRIMARY]),
