@@ -21,6 +21,7 @@ from daemon.demo.estate import PRIMARY, _zip, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
 
 from .conftest import policy_for
+from .faultproxy import FaultProxy, Throttle
 from .harness import (
     Sample,
     aws_client,
@@ -177,3 +178,39 @@ async def test_pacing_holds_the_shared_lambda_budget(moto: EmbeddedMoto, tmp_pat
         assert duration >= (made - bucket.capacity) / bucket.ceiling * 0.9, (duration, made)
         # GetFunction has a bucket of its own, at 25/s
         assert pacer.buckets()[(account, PRIMARY, "lambda-get-function")].ceiling == 25
+
+
+async def test_throttles_are_absorbed_and_lower_the_rate(proxy: FaultProxy, tmp_path: Path) -> None:
+    """30% of GetPolicy calls answer 429 TooManyRequestsException: no target fails (botocore's
+    retries), and the GetPolicy bucket of that account-region slowed down (AIMD) while the
+    others kept their rate."""
+    account = "909000000003"
+    await seed_estate([account], [PRIMARY], only=FUNCTIONS)
+    proxy.add(Throttle(429), account=account, operation="GetPolicy", probability=0.3)
+    settings = settings_for(
+        policy_for([account], tmp_path, regions=[PRIMARY]),
+        reconciler={"interval_seconds": 3600, "max_data_age_seconds": 0},
+        aws={"max_attempts": 5},
+    )
+    async with running_daemon(settings) as daemon:
+        for _ in range(3):
+            outcomes = await daemon.reconciler.sweep_once()
+            assert all(o.error is None for o in outcomes), outcomes
+        samples = await scrape(daemon)
+        buckets = daemon.gateway.pacer.buckets()
+    throttled = [r for r in proxy.calls(account=account) if r.outcome == "throttle"]
+    assert throttled
+    assert value(samples, "posture_reconciles_total", aws_service="lambda", result="failure") == 0
+    policy = buckets[(account, PRIMARY, "lambda-get-policy")]
+    assert policy.decreases >= 1
+    assert policy.rate < policy.ceiling
+    rate = value(
+        samples,
+        "posture_aws_rate_limit",
+        aws_account_id=account,
+        aws_region=PRIMARY,
+        bucket="lambda-get-policy",
+    )
+    assert rate == round(policy.rate, 3)
+    other = buckets[(account, PRIMARY, "lambda-get-function")]
+    assert other.rate == other.ceiling and other.decreases == 0
