@@ -302,15 +302,27 @@ def policy_file(accounts: list[str], regions: list[str], services: list[str], tm
 
 
 class VirtualClock:
-    """Real time plus an offset the benchmark advances by one interval between sweeps."""
+    """Sweep k starts at T0 + k x interval however long the sweeps before it took in real time;
+    within a sweep, time runs as real time does."""
 
-    def __init__(self) -> None:
-        self.offset = 0.0
+    def __init__(self, interval: float) -> None:
+        import datetime as dt
+
+        self.interval = interval
+        self.t0 = dt.datetime.now(dt.UTC)
+        self.base = self.t0
+        self.real0 = time.monotonic()
+
+    def start_sweep(self, k: int) -> None:
+        import datetime as dt
+
+        self.base = self.t0 + dt.timedelta(seconds=k * self.interval)
+        self.real0 = time.monotonic()
 
     def __call__(self) -> Any:
         import datetime as dt
 
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.offset)
+        return self.base + dt.timedelta(seconds=time.monotonic() - self.real0)
 
 
 def api_calls(registry: Any) -> Counter[tuple[str, str]]:
@@ -374,7 +386,7 @@ async def measure_sweep(daemon: Any, label: str, moto_rps: float, probe: bool) -
                 async with session.get(url) as resp:
                     await resp.read()
                 latencies.append(time.perf_counter() - started)
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(2.0)  # a fast Prometheus scrape interval, not a load test
 
     probe_task = asyncio.create_task(scrape_probe()) if probe else None
     cpu0, wall0 = cpu_seconds(), time.monotonic()
@@ -497,7 +509,11 @@ async def sharding_demo(
     policy = policy_file(accounts, [region], ["lambda"], tmp)
 
     def daemon(**shard: Any) -> Daemon:
+        # every resource series, so the comparison is not cut by the per-replica series cap
         settings = settings_for(policy, args, **shard)
+        settings = settings.model_copy(
+            update={"metrics": settings.metrics.model_copy(update={"resource_series_limit": 10**7})}
+        )
         return Daemon(settings, load_policy(policy))
 
     one = daemon(count=1, index=0)
@@ -555,18 +571,19 @@ async def three_sweeps(
     from daemon.policy import load_policy
 
     policy = policy_file(accounts, regions, ["lambda", "ecr", "ecs", "rds"], tmp)
-    clock = VirtualClock()
+    clock = VirtualClock(args.interval)
     daemon = Daemon(settings_for(policy, args), load_policy(policy), clock=clock)
     await daemon.http.start()
     rps = report["moto_requests_per_second"]
     sweeps = []
     try:
+        clock.start_sweep(0)
         sweeps.append(await measure_sweep(daemon, "cold", rps, True))
         print(table(sweeps), flush=True)
-        clock.offset += args.interval
-        sweeps.append(await measure_sweep(daemon, "steady", rps, False))
+        clock.start_sweep(1)
+        sweeps.append(await measure_sweep(daemon, "steady", rps, True))
         report["changed_functions"] = await change(accounts, regions, args.functions, args.changed)
-        clock.offset += args.interval
+        clock.start_sweep(2)
         sweeps.append(await measure_sweep(daemon, f"changed-{args.changed:.0%}", rps, False))
     finally:
         await daemon.http.stop()
@@ -661,40 +678,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         )
         print(f"moto: {report['moto_requests_per_second']} requests/s", flush=True)
 
-        from daemon.app import Daemon
-        from daemon.policy import load_policy
-
         tmp = Path(tempfile.mkdtemp(prefix="posture-bench-"))
-        policy = policy_file(accounts, regions, ["lambda", "ecr", "ecs", "rds"], tmp)
-        clock = VirtualClock()
-        daemon = Daemon(settings_for(policy, args), load_policy(policy), clock=clock)
-        await daemon.http.start()
-        sweeps = []
-        try:
-            sweeps.append(
-                await measure_sweep(daemon, "cold", report["moto_requests_per_second"], True)
-            )
-            print(table(sweeps), flush=True)
-            clock.offset += args.interval
-            sweeps.append(
-                await measure_sweep(daemon, "steady", report["moto_requests_per_second"], False)
-            )
-            report["changed_functions"] = await change(
-                accounts, regions, args.functions, args.changed
-            )
-            clock.offset += args.interval
-            sweeps.append(
-                await measure_sweep(daemon, "changed-1%", report["moto_requests_per_second"], False)
-            )
-        finally:
-            await daemon.http.stop()
-            await daemon.gateway.close()
-        report["sweeps"] = sweeps
-        steady = sweeps[1]
-        report["steady_calls_per_unchanged_function"] = round(
-            steady["aws_calls_total"] / max(1, steady["functions"]), 3
-        )
-        print(table(sweeps), flush=True)
+        await three_sweeps(accounts, regions, args, tmp, report)
         if not args.skip_sharding:
             report["sharding"] = await sharding_demo(accounts, regions[0], args, tmp)
             print(json.dumps(report["sharding"], indent=1), flush=True)

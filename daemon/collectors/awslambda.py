@@ -843,9 +843,10 @@ class LambdaCollector:
     ) -> _Fetched | None:
         """The per-function calls: GetFunction (its own 100/s bucket: configuration, tags and
         reserved concurrency in one answer), GetPolicy (its own 15/s bucket), and from the shared
-        15/s bucket GetFunctionUrlConfig, ListAliases, GetFunctionEventInvokeConfig and -- only
-        for functions with published versions, as $LATEST cannot have provisioned concurrency --
-        ListProvisionedConcurrencyConfigs. Code signing comes from the account-region listing.
+        15/s bucket GetFunctionUrlConfig, GetFunctionEventInvokeConfig and -- only for functions
+        with published versions (or with the export on) -- ListAliases and
+        ListProvisionedConcurrencyConfigs ($LATEST cannot have provisioned concurrency). Code
+        signing comes from the account-region listing.
 
         Calls name the function by name (unambiguous within the target's account and region).
         None if the function is gone.
@@ -868,9 +869,15 @@ class LambdaCollector:
         url = await errors.fetch(
             m.ASPECT_URL, api.call("lambda", "get_function_url_config", FunctionName=name)
         )
-        aliases = await errors.fetch(
-            m.ASPECT_ALIASES, api.all_items("lambda", "list_aliases", "Aliases", FunctionName=name)
-        )
+        aliases: list[dict[str, Any]] | None = []
+        if published or ctx.export:
+            # Without a published version an alias can only point to $LATEST, and the control
+            # that reads aliases (lambda-published-alias) fails such a function on "no published
+            # version" whatever its aliases: one shared-bucket call saved per such function.
+            aliases = await errors.fetch(
+                m.ASPECT_ALIASES,
+                api.all_items("lambda", "list_aliases", "Aliases", FunctionName=name),
+            )
         invoke = await errors.fetch(
             m.ASPECT_INVOKE_CONFIG,
             api.call("lambda", "get_function_event_invoke_config", FunctionName=name),

@@ -47,6 +47,9 @@ class CollectContext:
     # what to ask CloudWatch about Lambda concurrency (the policy's `concurrency` section)
     concurrency_window: ConcurrencyWindow = field(default_factory=ConcurrencyWindow)
     issues: list[CollectionIssue] = field(default_factory=list)
+    # The configuration export is on: read every part of a function's configuration, even parts
+    # no enabled control needs (the export's fingerprint covers them all).
+    export: bool = False
     # unix time each evaluated resource's cached detail was read (daemon/collectors/cache.py)
     fetched_at: list[float] = field(default_factory=list)
 

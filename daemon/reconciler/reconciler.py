@@ -216,6 +216,7 @@ class Reconciler:
             now=now,
             concurrency=settings.reconciler.per_target_concurrency,
             concurrency_window=policy.document.concurrency.window(),
+            export=self.exporter is not None,
         )
         deadline = asyncio.timeout(settings.reconciler.target_timeout_seconds)
         try:
