@@ -18,7 +18,6 @@ from daemon.collectors.base import (
     AspectErrors,
     CollectContext,
     Operation,
-    absent_if_not_found,
     parse_timestamp,
 )
 from daemon.collectors.cache import DetailCache
@@ -38,7 +37,6 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("lambda", "ListAliases", "lambda:ListAliases"),
     # code signing: one listing per account-region instead of a call per function
     Operation("lambda", "ListCodeSigningConfigs", "lambda:ListCodeSigningConfigs"),
-    Operation("lambda", "GetCodeSigningConfig", "lambda:GetCodeSigningConfig"),
     Operation(
         "lambda", "ListFunctionsByCodeSigningConfig", "lambda:ListFunctionsByCodeSigningConfig"
     ),
@@ -609,19 +607,9 @@ class LambdaCollector:
     async def _signing_action(
         self, ctx: CollectContext, shared: _RegionData, csc_arn: str
     ) -> tuple[str | None, str | None]:
-        if csc_arn not in shared.signing and csc_arn not in shared.signing_errors:
-            try:
-                resp = await absent_if_not_found(
-                    ctx.api.call("lambda", "get_code_signing_config", CodeSigningConfigArn=csc_arn)
-                )
-                policies = ((resp or {}).get("CodeSigningConfig") or {}).get(
-                    "CodeSigningPolicies"
-                ) or {}
-                shared.signing[csc_arn] = policies.get("UntrustedArtifactOnDeployment")
-            except AwsError as err:
-                if err.kind.retryable:
-                    raise
-                shared.signing_errors[csc_arn] = err.code
+        """UntrustedArtifactOnDeployment of a code signing config. Functions only name configs
+        of the listing (ListFunctionsByCodeSigningConfig of each listed config), whose answer
+        carries the policies: no GetCodeSigningConfig is needed."""
         return shared.signing.get(csc_arn), shared.signing_errors.get(csc_arn)
 
     @staticmethod
