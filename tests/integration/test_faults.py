@@ -188,8 +188,8 @@ async def test_throttling_storm_on_one_account_region(
         await wait_for_sweeps(daemon, 1)
         recovered = await scrape(daemon)
 
-    # the throttled target failed, again and again, and backed off: botocore's adaptive retry
-    # slows the client to the throttled account-region, the work queue spaces the reconciles
+    # the throttled target failed, again and again, and backed off: the account-region's quota
+    # buckets halve their rate (AIMD), the work queue spaces the reconciles
     assert value(mid, "posture_target_up", **labels(stormy)) == 0
     assert len(failures) >= 2, failures
     gaps = [b[1] - a[1] for a, b in itertools.pairwise(failures)]
