@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak lint format docs check-docs system-deps image-check clean
+.PHONY: demo test soak bench lint format docs check-docs system-deps image-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(STAMP) system-deps
 ## The soak: 500 sweeps of the demo estate with churn; RSS and series counts (tens of minutes).
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests/soak -s
+
+## The scale benchmark: 20 accounts x 3 regions x 100 functions in moto (see README, Scale).
+bench: $(STAMP)
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from daemon.metrics.collector import StateCollector
 from daemon.metrics.health import HealthMetrics
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
+from daemon.reconciler.events import EventConsumer
 from daemon.reconciler.reconciler import Clock, Outcome, Reconciler, utcnow
 from daemon.server import Heartbeat, HttpServer, build_app
 from daemon.state import StateStore
@@ -79,6 +81,7 @@ class Daemon:
             self.web_config,
         )
         self.stop = asyncio.Event()
+        self.events: EventConsumer | None = None
         self._signals = 0
 
     def ready(self) -> tuple[bool, str]:
@@ -136,10 +139,37 @@ class Daemon:
                 tg.create_task(
                     self.web_config.watch(self.settings.reconciler.policy_poll_seconds, self.stop)
                 )
+                if self.settings.events.enabled:
+                    tg.create_task(self._events())
         finally:
             await self.http.stop()
             await self.gateway.close()
             log.info("posture-daemon stopped")
+
+    async def _events(self) -> None:
+        """The event fast path: SQS, read with the daemon's own credentials."""
+        settings = self.settings
+        assert settings.events.queue_url is not None  # checked by EventsSettings
+        while not self.stop.is_set():
+            try:
+                own = await self.gateway.own_account_id()
+                break
+            except Exception as exc:  # retried: the sweeps report credentials problems
+                log.error("change events: own account unknown", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=10)
+        else:
+            return
+        # a long poll must end before the socket read timeout
+        wait = max(0, min(settings.events.wait_seconds, int(settings.aws.read_timeout_seconds) - 2))
+        self.events = EventConsumer(
+            self.gateway.api(own, settings.events.region or settings.aws.region),
+            settings.events.queue_url,
+            self.reconciler.changed,
+            wait_seconds=wait,
+        )
+        log.info("change events enabled", wait_s=wait)
+        await self.events.run(self.stop)
 
     async def check(self) -> list[Outcome]:
         """One sweep over every target, for `posture-daemon check`."""

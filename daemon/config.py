@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from daemon.aws.pacing import QUOTAS
+
 ENV_PREFIX = "POSTURE_"
 CONFIG_FILE_ENV = "POSTURE_CONFIG_FILE"
 
@@ -48,6 +50,54 @@ class LogSettings(Section):
     )
 
 
+def _quota_table() -> str:
+    return "; ".join(f"{name} {q.rate:g}/s" for name, q in QUOTAS.items())
+
+
+class PacingSettings(Section):
+    """How fast the daemon may call AWS, per account, region and quota bucket."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Pace every AWS call with a token bucket per (account, region, quota "
+        "bucket), lowered on throttling (AIMD). Off: only botocore's retries slow the daemon.",
+    )
+    share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Fraction of each AWS quota the daemon may use; the rest is left to the "
+        "account's own deployments and tooling.",
+    )
+    quotas: dict[str, float] = Field(
+        default_factory=dict,
+        description="Quota overrides in requests/s per account and region, by bucket (e.g. "
+        '{"ecr": 50}). Defaults: ' + _quota_table() + ". See docs/architecture.md, Pacing.",
+    )
+    quota_multiplier: float = Field(
+        default=1,
+        gt=0,
+        description="Multiplies every quota. For simulated AWS only (the demo and the tests run "
+        "moto with raised quotas); real Lambda quotas cannot be raised.",
+    )
+
+    @model_validator(mode="after")
+    def _known_buckets(self) -> PacingSettings:
+        unknown = sorted(set(self.quotas) - set(QUOTAS))
+        if unknown:
+            raise ValueError(
+                f"unknown quota bucket(s) {', '.join(unknown)}; known: {', '.join(QUOTAS)}"
+            )
+        if any(v <= 0 for v in self.quotas.values()):
+            raise ValueError("quotas must be positive")
+        return self
+
+    def rates(self) -> dict[str, float]:
+        """The quota of every bucket (requests/s, before `share`)."""
+        base = {name: q.rate for name, q in QUOTAS.items()} | self.quotas
+        return {name: rate * self.quota_multiplier for name, rate in base.items()}
+
+
 class AwsSettings(Section):
     role_name: str = Field(
         default="PostureDaemonReader",
@@ -73,7 +123,13 @@ class AwsSettings(Section):
     max_inflight_per_account: int = Field(
         default=10, ge=1, le=200, description="AWS calls in flight at once per account."
     )
-    max_attempts: int = Field(default=5, ge=1, le=20, description="botocore adaptive retries.")
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Attempts per call (botocore standard retry mode: exponential backoff with "
+        "jitter; the pacing's buckets own the rate).",
+    )
     connect_timeout_seconds: float = Field(default=5, gt=0, description="TCP connect timeout.")
     read_timeout_seconds: float = Field(default=20, gt=0, description="Socket read timeout.")
     call_timeout_seconds: float = Field(
@@ -85,6 +141,7 @@ class AwsSettings(Section):
     max_open_clients: int = Field(
         default=512, ge=8, description="Idle AWS clients beyond this are closed (LRU)."
     )
+    pacing: PacingSettings = PacingSettings()
 
 
 class ReconcilerSettings(Section):
@@ -102,6 +159,13 @@ class ReconcilerSettings(Section):
         default=5, gt=0, description="First retry delay after a failed reconcile (doubles)."
     )
     backoff_max_seconds: float = Field(default=600, gt=0, description="Longest retry delay.")
+    max_data_age_seconds: float = Field(
+        default=3600,
+        ge=0,
+        description="Per-resource details (policies, URLs, aliases, repository policies...) are "
+        "cached and re-read when the list calls show a change, and at the latest after this "
+        "long (spread evenly over the sweeps); 0: re-read everything every sweep.",
+    )
     target_timeout_seconds: float = Field(
         default=600, gt=0, description="Deadline for one reconcile."
     )
@@ -251,6 +315,39 @@ class ExportSettings(Section):
         return self
 
 
+class EventsSettings(Section):
+    """The event-driven fast path: change events from SQS trigger an immediate reconcile."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Read change events (CloudTrail management events of Lambda, ECR, ECS and RDS, "
+        "forwarded by EventBridge; deploy/events/) from queue_url and reconcile the target of "
+        "each at once, its cached details of that resource forgotten.",
+    )
+    queue_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$",
+        description="The SQS queue URL (read with the daemon's own credentials).",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$",
+        description="Region of the queue (default: POSTURE_AWS__REGION).",
+    )
+    wait_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=20,
+        description="SQS long-poll wait; kept below POSTURE_AWS__READ_TIMEOUT_SECONDS.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EventsSettings:
+        if self.enabled and not self.queue_url:
+            raise ValueError("events are enabled without a queue (set POSTURE_EVENTS__QUEUE_URL)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -276,6 +373,7 @@ class Settings(BaseSettings):
     shard: ShardSettings = ShardSettings()
     metrics: MetricsSettings = MetricsSettings()
     export: ExportSettings = ExportSettings()
+    events: EventsSettings = EventsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -25,6 +25,10 @@ for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
     os.environ.pop(_var, None)
 for _var in [k for k in os.environ if k.startswith("POSTURE_")]:
     os.environ.pop(_var)
+# moto is one local process, not AWS: the tests pace against raised quotas (x100) so sweeps are not
+# slowed to Lambda's real 15/s. The pacing tests set their own rates (tests/unit/aws/test_pacing.py,
+# tests/integration/test_scale.py). Daemons started as subprocesses inherit it.
+os.environ["POSTURE_AWS__PACING__QUOTA_MULTIPLIER"] = "100"
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from daemon.aws.errors import (
     error_code,
     to_aws_error,
 )
+from daemon.aws.pacing import Pacer
 from daemon.config import AwsSettings
 from daemon.metrics.health import HealthMetrics
 
@@ -98,6 +99,10 @@ class AwsGateway:
         self.sessions = Sessions(settings, on_create=self._instrument)
         self.pool = ClientPool(self.sessions, settings, on_create=self._instrument)
         self._account_limits: dict[str, asyncio.Semaphore] = {}
+        pacing = settings.pacing
+        self.pacer = Pacer(
+            pacing.rates(), pacing.share, gauge=metrics.rate_limit, enabled=pacing.enabled
+        )
         self._http: aiohttp.ClientSession | None = None
 
     def http(self) -> aiohttp.ClientSession:
@@ -108,6 +113,7 @@ class AwsGateway:
 
     def _instrument(self, client: Client, account_id: str, region: str, service: str) -> None:
         metrics = self.metrics
+        pacer = self.pacer
 
         def on_attempt(**kwargs: Any) -> None:
             # Called by botocore after every attempt, before it decides whether to retry.
@@ -128,6 +134,11 @@ class AwsGateway:
                 metrics.api_errors.labels(service, operation, code).inc()
                 if code in THROTTLING_CODES:
                     metrics.api_throttles.labels(account_id, region, service).inc()
+            # AIMD: every attempt's answer, retries included (a 5xx or a timeout is no signal)
+            if code in THROTTLING_CODES:
+                pacer.feedback(account_id, region, service, operation, throttled=True)
+            elif code is None and response is not None:
+                pacer.feedback(account_id, region, service, operation, throttled=False)
 
         def on_body(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
             try:
@@ -213,11 +224,13 @@ class AwsApi:
         try:
             async with (
                 self.gateway.pool.client(self.account_id, self.region, service) as client,
-                self.gateway.limit_for(self.account_id),
                 deadline,
             ):
                 operation = operation_name(client, method)
-                result: dict[str, Any] = await getattr(client, method)(**params)
+                # the token first: a call waiting for its quota holds no in-flight slot
+                await self.gateway.pacer.acquire(self.account_id, self.region, service, operation)
+                async with self.gateway.limit_for(self.account_id):
+                    result: dict[str, Any] = await getattr(client, method)(**params)
         except AwsError:
             raise
         except Exception as exc:
@@ -249,8 +262,12 @@ class AwsApi:
                 started = time.monotonic()
                 deadline = asyncio.timeout(self.gateway.settings.call_timeout_seconds)
                 try:
-                    async with self.gateway.limit_for(self.account_id), deadline:
-                        page = await iterator.__anext__()
+                    async with deadline:
+                        await self.gateway.pacer.acquire(
+                            self.account_id, self.region, service, operation
+                        )
+                        async with self.gateway.limit_for(self.account_id):
+                            page = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
                 except Exception as exc:
@@ -278,6 +295,8 @@ class AwsApi:
                 resume = token if any(v is not None for v in token.values()) else None
                 page.pop("ResponseMetadata", None)
                 yield page
+                if resume is None:
+                    return  # the last page: no request (and no token of the quota) for "no more"
 
     async def download(
         self,

@@ -4,6 +4,10 @@
   web identity for IRSA, ECS task roles and instance profiles all work).
 - One session per member account with refreshable AssumeRole credentials (refreshed by botocore
   before they expire; invalidated on an ExpiredToken answer).
+- Retries use botocore's *standard* mode (exponential backoff with jitter, a retry quota), not
+  *adaptive*: adaptive mode adds a client-side rate limiter of its own, per client, which would pace
+  a second time against the same quota and hide the rate from `posture_aws_rate_limit`. The
+  daemon's token buckets (daemon/aws/pacing.py) own the rate; botocore only retries.
 - Clients are opened per (account, region, service) and reused; idle ones beyond a cap are closed
   least-recently-used first. All sessions share one botocore loader, so service models are parsed
   once.
@@ -71,7 +75,7 @@ class Sessions:
         self._on_create = on_create  # instruments the STS clients like every other client
         # STS calls get the same retries and timeouts as every other client.
         self._sts_config = AioConfig(
-            retries={"mode": "adaptive", "max_attempts": settings.max_attempts},
+            retries={"mode": "standard", "max_attempts": settings.max_attempts},
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
             user_agent_extra="posture-daemon",
@@ -206,7 +210,7 @@ class ClientPool:
         self._entries: OrderedDict[ClientKey, _Entry] = OrderedDict()
         self._locks: dict[ClientKey, asyncio.Lock] = {}
         self._config = AioConfig(
-            retries={"mode": "adaptive", "max_attempts": settings.max_attempts},
+            retries={"mode": "standard", "max_attempts": settings.max_attempts},
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
             max_pool_connections=settings.max_pool_connections,

@@ -18,9 +18,9 @@ from daemon.collectors.base import (
     AspectErrors,
     CollectContext,
     Operation,
-    absent_if_not_found,
     parse_timestamp,
 )
+from daemon.collectors.cache import DetailCache
 from daemon.model import awslambda as m
 from daemon.model import frozen_errors, frozen_tags, parse_arn
 from daemon.model import lambdaconfig as lc
@@ -35,8 +35,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("lambda", "GetPolicy", "lambda:GetPolicy"),
     Operation("lambda", "GetFunctionUrlConfig", "lambda:GetFunctionUrlConfig"),
     Operation("lambda", "ListAliases", "lambda:ListAliases"),
-    Operation("lambda", "GetFunctionCodeSigningConfig", "lambda:GetFunctionCodeSigningConfig"),
-    Operation("lambda", "GetCodeSigningConfig", "lambda:GetCodeSigningConfig"),
+    # code signing: one listing per account-region instead of a call per function
+    Operation("lambda", "ListCodeSigningConfigs", "lambda:ListCodeSigningConfigs"),
+    Operation(
+        "lambda", "ListFunctionsByCodeSigningConfig", "lambda:ListFunctionsByCodeSigningConfig"
+    ),
     Operation("lambda", "GetFunctionEventInvokeConfig", "lambda:GetFunctionEventInvokeConfig"),
     Operation(
         "lambda", "ListProvisionedConcurrencyConfigs", "lambda:ListProvisionedConcurrencyConfigs"
@@ -163,6 +166,7 @@ class _Details:
     provisioned: tuple[m.ProvisionedConcurrency, ...]
     # the raw answers behind the function's config fingerprint; None when one was unreadable
     parts: lc.FunctionParts | None
+    fetched_at: float  # unix time the answers were read (from the cache: earlier sweeps)
 
 
 @dataclass
@@ -181,14 +185,67 @@ class _RegionData:
     ]  # api id -> (found, stage->acl) | error
     signing: dict[str, str | None]  # code signing config ARN -> UntrustedArtifactOnDeployment
     signing_errors: dict[str, str]
+    # function ARN -> its code signing config ARN (functions without one are absent); None: the
+    # listing failed with `signing_list_error` and every function's code signing is unknown
+    signing_by_function: dict[str, str] | None = None
+    signing_list_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """The per-function answers beyond ListFunctions, as read (cached under the change key)."""
+
+    tags: dict[str, str]
+    reserved: int | None
+    policy_text: Any
+    url: dict[str, Any] | None
+    aliases: tuple[dict[str, Any], ...]
+    invoke: dict[str, Any] | None
+    provisioned: tuple[dict[str, Any], ...]
+
+
+def change_key(raw: dict[str, Any], versions: Iterable[dict[str, Any]]) -> tuple[Any, ...]:
+    """What ListFunctions(FunctionVersion=ALL) says about a function: when any of it differs, the
+    function changed and its details are read again."""
+    return (
+        raw.get("RevisionId"),
+        raw.get("CodeSha256"),
+        raw.get("LastModified"),
+        tuple(
+            sorted(
+                (str(v.get("Version")), str(v.get("RevisionId")), str(v.get("CodeSha256")))
+                for v in versions
+            )
+        ),
+    )
 
 
 class LambdaCollector:
     service = SERVICE
     operations = OPERATIONS
 
-    def __init__(self, roles: iam.RoleReader) -> None:
+    def __init__(self, roles: iam.RoleReader, details: DetailCache[_Fetched] | None = None) -> None:
         self.roles = roles
+        # per-function details, re-read on change or rolling refresh (daemon/collectors/cache.py)
+        self.details: DetailCache[_Fetched] = details or DetailCache(0)
+        # layer version policies (GetLayerVersionPolicy; None: the version has none)
+        self.layer_policies: DetailCache[dict[str, Any] | None] = DetailCache(
+            self.details.max_age, self.details.lookahead
+        )
+        # subscription filters per log group (only read while lambda-log-export may run)
+        self.filters: DetailCache[tuple[dict[str, Any], ...]] = DetailCache(
+            self.details.max_age, self.details.lookahead
+        )
+
+    def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
+        """Forget cached details (a change event): one function by ARN or name, or all."""
+        if resource is not None and not resource.startswith("arn:"):
+            resource = f"arn:aws:lambda:{region}:{account_id}:function:{resource}"
+        if resource is not None:
+            resource = ":".join(resource.split(":")[:7])  # no qualifier
+        self.details.invalidate((account_id, region), resource)
+        if resource is None:
+            self.filters.invalidate((account_id, f"{region}/logs"))
 
     async def collect(self, ctx: CollectContext) -> m.LambdaSnapshot:
         api = ctx.api
@@ -229,14 +286,32 @@ class LambdaCollector:
                         last_modified=parse_timestamp(e.get("LastModified")),
                     )
                 )
+        self.details.retain(
+            (target.account_id, target.region), (str(e.get("FunctionArn")) for e in latest)
+        )
         layers = await self._layers(ctx)
         shared = await self._region_data(ctx, latest, layers)
+        served = len(ctx.fetched_at)
         functions = await ctx.gather(
             latest, lambda raw: self._function(ctx, raw, versions, raw_versions, shared)
         )
         found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
         posture = await region.collect_region(ctx)
         budget, budget_errors = await concurrency.collect_concurrency(ctx, found)
+        stamp = ctx.now.timestamp()
+        cached = any(at < stamp for at in ctx.fetched_at[served:])
+        if cached and _reservations_disagree(budget):
+            # Some details came from the cache, and AWS's unreserved concurrency says a
+            # reservation changed since (PutFunctionConcurrency shows in no listing): read every
+            # function's details again in this sweep instead of serving a stale reservation.
+            self.details.invalidate((target.account_id, target.region))
+            del ctx.fetched_at[served:]
+            functions = await ctx.gather(
+                latest, lambda raw: self._function(ctx, raw, versions, raw_versions, shared)
+            )
+            found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
+            total, count, _ = concurrency.reservations(found)
+            budget = replace(budget, reserved_total=total, reserved_functions=count)
         return m.LambdaSnapshot(
             target=ctx.target,
             collected_at=ctx.now,
@@ -254,6 +329,9 @@ class LambdaCollector:
     async def _layers(self, ctx: CollectContext) -> list[m.LayerVersion]:
         api = ctx.api
         out: list[m.LayerVersion] = []
+        scope = (ctx.target.account_id, ctx.target.region)
+        now = ctx.now.timestamp()
+        listed: list[str] = []
         for layer in await api.all_items("lambda", "list_layers", "Layers"):
             name = layer.get("LayerName", "")
             raw_versions = await api.all_items(
@@ -270,14 +348,24 @@ class LambdaCollector:
                         "layer version without a version number: skipped",
                     )
                     return None
-                resp = await errors.fetch(
-                    m.ASPECT_LAYER_POLICY,
-                    api.call(
-                        "lambda", "get_layer_version_policy", LayerName=name, VersionNumber=number
-                    ),
-                )
-                policy, problem = _parse_policy_text(resp.get("Policy") if resp else None)
                 arn = str(raw.get("LayerVersionArn", ""))
+                # a layer version is immutable, its policy is not: cached like function details
+                entry = self.layer_policies.get(scope, arn, arn, now)
+                if entry is not None:
+                    resp = entry.value
+                else:
+                    resp = await errors.fetch(
+                        m.ASPECT_LAYER_POLICY,
+                        api.call(
+                            "lambda",
+                            "get_layer_version_policy",
+                            LayerName=name,
+                            VersionNumber=number,
+                        ),
+                    )
+                    if not errors.errors:
+                        self.layer_policies.put(scope, arn, arn, resp, now)
+                policy, problem = _parse_policy_text(resp.get("Policy") if resp else None)
                 if problem:
                     errors.fail(m.ASPECT_LAYER_POLICY, "MalformedPolicy")
                     ctx.issue(arn, m.ASPECT_LAYER_POLICY, problem)
@@ -292,6 +380,8 @@ class LambdaCollector:
                 )
 
             out.extend(lv for lv in await ctx.gather(raw_versions, one) if lv is not None)
+            listed.extend(str(raw.get("LayerVersionArn", "")) for raw in raw_versions)
+        self.layer_policies.retain(scope, listed)
         return sorted(out, key=lambda lv: lv.arn)
 
     async def _region_data(
@@ -312,9 +402,44 @@ class LambdaCollector:
             layer_versions={lv.arn for lv in layers},
             foreign_layers=await self._foreign_layers(ctx, functions),
             stages={},
-            signing={},
             signing_errors={},
+            **await self._signing_configs(ctx),
         )
+
+    async def _signing_configs(self, ctx: CollectContext) -> dict[str, Any]:
+        """Which function uses which code signing config: ListCodeSigningConfigs and, per config,
+        ListFunctionsByCodeSigningConfig -- a few calls per account-region instead of
+        GetFunctionCodeSigningConfig for every function (Lambda's shared 15/s budget)."""
+        by_function: dict[str, str] = {}
+        signing: dict[str, str | None] = {}
+        try:
+            configs = await ctx.api.all_items(
+                "lambda", "list_code_signing_configs", "CodeSigningConfigs"
+            )
+            for config in configs:
+                arn = config.get("CodeSigningConfigArn")
+                if not arn:
+                    continue
+                policies = config.get("CodeSigningPolicies") or {}
+                signing[str(arn)] = policies.get("UntrustedArtifactOnDeployment")
+                try:
+                    arns = await ctx.api.all_items(
+                        "lambda",
+                        "list_functions_by_code_signing_config",
+                        "FunctionArns",
+                        CodeSigningConfigArn=arn,
+                    )
+                except AwsError as err:
+                    if err.kind is ErrorKind.NOT_FOUND:
+                        continue  # deleted since it was listed
+                    raise
+                for function_arn in arns:
+                    by_function[":".join(str(function_arn).split(":")[:7])] = str(arn)
+        except AwsError as err:
+            if err.kind.retryable:
+                raise
+            return {"signing": {}, "signing_by_function": None, "signing_list_error": err.code}
+        return {"signing": signing, "signing_by_function": by_function, "signing_list_error": None}
 
     async def _log_groups(
         self, ctx: CollectContext, functions: list[dict[str, Any]]
@@ -369,20 +494,30 @@ class LambdaCollector:
                 raise
             errors[""] = err.code
 
+        scope = (ctx.target.account_id, f"{ctx.target.region}/logs")
+        now = ctx.now.timestamp()
+        self.filters.retain(scope, groups)
+
         async def one(group: m.LogGroup) -> m.LogGroup:
-            try:
-                filters = await ctx.api.all_items(
-                    "logs",
-                    "describe_subscription_filters",
-                    "subscriptionFilters",
-                    logGroupName=group.name,
-                )
-            except AwsError as err:
-                if err.kind.retryable:
-                    raise
-                if err.kind is not ErrorKind.NOT_FOUND:  # deleted since: no filters
-                    errors[group.name] = err.code
-                filters = []
+            # cached per log group like a function's details (filters show in no listing)
+            entry = self.filters.get(scope, group.name, group.arn, now)
+            if entry is not None:
+                filters = list(entry.value)
+            else:
+                try:
+                    filters = await ctx.api.all_items(
+                        "logs",
+                        "describe_subscription_filters",
+                        "subscriptionFilters",
+                        logGroupName=group.name,
+                    )
+                    self.filters.put(scope, group.name, group.arn, tuple(filters), now)
+                except AwsError as err:
+                    if err.kind.retryable:
+                        raise
+                    if err.kind is not ErrorKind.NOT_FOUND:  # deleted since: no filters
+                        errors[group.name] = err.code
+                    filters = []
             return replace(
                 group,
                 subscription_filters=len(filters),
@@ -472,19 +607,9 @@ class LambdaCollector:
     async def _signing_action(
         self, ctx: CollectContext, shared: _RegionData, csc_arn: str
     ) -> tuple[str | None, str | None]:
-        if csc_arn not in shared.signing and csc_arn not in shared.signing_errors:
-            try:
-                resp = await absent_if_not_found(
-                    ctx.api.call("lambda", "get_code_signing_config", CodeSigningConfigArn=csc_arn)
-                )
-                policies = ((resp or {}).get("CodeSigningConfig") or {}).get(
-                    "CodeSigningPolicies"
-                ) or {}
-                shared.signing[csc_arn] = policies.get("UntrustedArtifactOnDeployment")
-            except AwsError as err:
-                if err.kind.retryable:
-                    raise
-                shared.signing_errors[csc_arn] = err.code
+        """UntrustedArtifactOnDeployment of a code signing config. Functions only name configs
+        of the listing (ListFunctionsByCodeSigningConfig of each listed config), whose answer
+        carries the policies: no GetCodeSigningConfig is needed."""
         return shared.signing.get(csc_arn), shared.signing_errors.get(csc_arn)
 
     @staticmethod
@@ -509,7 +634,13 @@ class LambdaCollector:
         # Provisioned concurrency needs a published version (directly or through an alias).
         published = bool(versions.get(arn))
         d = await self._details(
-            ctx, arn, str(raw.get("FunctionName", "")), shared, errors, published
+            ctx,
+            arn,
+            str(raw.get("FunctionName", "")),
+            shared,
+            errors,
+            published,
+            change_key(raw, raw_versions.get(arn, ())),
         )
         if d is None:
             return None  # deleted since it was listed
@@ -522,11 +653,13 @@ class LambdaCollector:
             ctx.issue(arn, m.ASPECT_CONFIG, problem)
         role_arn = str(raw.get("Role") or "")
         if role_arn:
-            role_result = await self.roles.role(ctx.global_api, role_arn)
+            role_result = await self.roles.role(ctx.global_api, role_arn, ctx.now.timestamp())
         else:
             role_result = iam.RoleResult(None, "NoRoleInConfiguration")
         if role_result.error:
             errors.fail(m.ASPECT_ROLE, role_result.error)
+        # how old the data judged is: the older of the function's details and its role
+        ctx.served(min(d.fetched_at, role_result.fetched_at or d.fetched_at))
 
         log_group_name = self._log_group_name(raw)
         if shared.log_groups_error:
@@ -614,12 +747,97 @@ class LambdaCollector:
         shared: _RegionData,
         errors: AspectErrors,
         published: bool,
+        key: tuple[Any, ...],
     ) -> _Details | None:
-        """The per-function calls beyond ListFunctions. None if the function is gone.
+        """The function's details beyond ListFunctions: cached under its change key, read again
+        on a change or a rolling refresh. None if the function is gone."""
+        scope = (ctx.target.account_id, ctx.target.region)
+        now = ctx.now.timestamp()
+        entry = self.details.get(scope, arn, key, now)
+        if entry is not None:
+            fetched, fetched_at = entry.value, entry.fetched_at
+        else:
+            got = await self._fetch(ctx, arn, name, errors, published)
+            if got is None:
+                self.details.discard(scope, arn)
+                return None  # deleted since it was listed
+            fetched, fetched_at = got, now
+            if not errors.errors:  # unknown is never cached: read it again next sweep
+                self.details.put(scope, arn, key, fetched, now)
+            else:
+                self.details.discard(scope, arn)
+
+        policy, problem = _parse_policy_text(fetched.policy_text)
+        if problem:
+            errors.fail(m.ASPECT_POLICY, "MalformedPolicy")
+            ctx.issue(arn, m.ASPECT_POLICY, problem)
+        readable = not {
+            m.ASPECT_FUNCTION,
+            m.ASPECT_POLICY,
+            m.ASPECT_URL,
+            m.ASPECT_ALIASES,
+            m.ASPECT_INVOKE_CONFIG,
+            m.ASPECT_PROVISIONED,
+        } & set(errors.errors)
+
+        csc_arn: str | None = None
+        untrusted_action = None
+        if shared.signing_by_function is None:
+            errors.fail(m.ASPECT_CODE_SIGNING, shared.signing_list_error or "Unknown")
+            readable = False
+        else:
+            csc_arn = shared.signing_by_function.get(arn)
+        if csc_arn:
+            untrusted_action, signing_error = await self._signing_action(ctx, shared, csc_arn)
+            if signing_error:
+                errors.fail(m.ASPECT_CODE_SIGNING, signing_error)
+        on_failure = ((fetched.invoke or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
+        parts = None
+        if readable:
+            parts = lc.FunctionParts(
+                configuration={},  # the caller adds the ListFunctions entry and versions
+                tags=fetched.tags,
+                reserved_concurrency=fetched.reserved,
+                policy=fetched.policy_text,
+                aliases=fetched.aliases,
+                url=fetched.url,
+                invoke_config=fetched.invoke,
+                provisioned=fetched.provisioned,
+                code_signing_config_arn=csc_arn,
+            )
+        return _Details(
+            tags=fetched.tags,
+            reserved=fetched.reserved,
+            policy=policy,
+            url_auth_type=(fetched.url or {}).get("AuthType"),
+            aliases=tuple(
+                m.Alias(str(a.get("Name")), str(a.get("FunctionVersion"))) for a in fetched.aliases
+            ),
+            csc_arn=csc_arn,
+            untrusted_action=untrusted_action,
+            on_failure=on_failure.get("Destination") or None,
+            provisioned=_provisioned(list(fetched.provisioned)),
+            parts=parts,
+            fetched_at=fetched_at,
+        )
+
+    async def _fetch(
+        self,
+        ctx: CollectContext,
+        arn: str,
+        name: str,
+        errors: AspectErrors,
+        published: bool,
+    ) -> _Fetched | None:
+        """The per-function calls: GetFunction (its own 100/s bucket: configuration, tags and
+        reserved concurrency in one answer), GetPolicy (its own 15/s bucket), and from the shared
+        15/s bucket GetFunctionUrlConfig, GetFunctionEventInvokeConfig and -- only for functions
+        with published versions (or with the export on) -- ListAliases and
+        ListProvisionedConcurrencyConfigs ($LATEST cannot have provisioned concurrency). Code
+        signing comes from the account-region listing.
 
         Calls name the function by name (unambiguous within the target's account and region).
-        ListProvisionedConcurrencyConfigs is only called for functions with published versions:
-        $LATEST cannot have provisioned concurrency.
+        None if the function is gone.
         """
         api = ctx.api
         try:
@@ -636,36 +854,22 @@ class LambdaCollector:
         policy_resp = await errors.fetch(
             m.ASPECT_POLICY, api.call("lambda", "get_policy", FunctionName=name)
         )
-        readable = m.ASPECT_FUNCTION not in errors.errors and m.ASPECT_POLICY not in errors.errors
-        policy, problem = _parse_policy_text(policy_resp.get("Policy") if policy_resp else None)
-        if problem:
-            errors.fail(m.ASPECT_POLICY, "MalformedPolicy")
-            ctx.issue(arn, m.ASPECT_POLICY, problem)
-
         url = await errors.fetch(
             m.ASPECT_URL, api.call("lambda", "get_function_url_config", FunctionName=name)
         )
-        aliases = await errors.fetch(
-            m.ASPECT_ALIASES, api.all_items("lambda", "list_aliases", "Aliases", FunctionName=name)
-        )
-        csc = await errors.fetch(
-            m.ASPECT_CODE_SIGNING,
-            api.call("lambda", "get_function_code_signing_config", FunctionName=name),
-        )
-        csc_arn = (csc or {}).get("CodeSigningConfigArn") or None
-        readable = readable and not {m.ASPECT_URL, m.ASPECT_ALIASES, m.ASPECT_CODE_SIGNING} & set(
-            errors.errors
-        )
-        untrusted_action = None
-        if csc_arn:
-            untrusted_action, signing_error = await self._signing_action(ctx, shared, csc_arn)
-            if signing_error:
-                errors.fail(m.ASPECT_CODE_SIGNING, signing_error)
+        aliases: list[dict[str, Any]] | None = []
+        if published or ctx.export:
+            # Without a published version an alias can only point to $LATEST, and the control
+            # that reads aliases (lambda-published-alias) fails such a function on "no published
+            # version" whatever its aliases: one shared-bucket call saved per such function.
+            aliases = await errors.fetch(
+                m.ASPECT_ALIASES,
+                api.all_items("lambda", "list_aliases", "Aliases", FunctionName=name),
+            )
         invoke = await errors.fetch(
             m.ASPECT_INVOKE_CONFIG,
             api.call("lambda", "get_function_event_invoke_config", FunctionName=name),
         )
-        on_failure = ((invoke or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
         provisioned: list[dict[str, Any]] | None = []
         if published:
             provisioned = await errors.fetch(
@@ -677,37 +881,14 @@ class LambdaCollector:
                     FunctionName=name,
                 ),
             )
-        readable = readable and not {m.ASPECT_INVOKE_CONFIG, m.ASPECT_PROVISIONED} & set(
-            errors.errors
-        )
-        parts = None
-        if readable:
-            parts = lc.FunctionParts(
-                configuration={},  # the caller adds the ListFunctions entry and versions
-                tags=detail.get("Tags") or {},
-                reserved_concurrency=(detail.get("Concurrency") or {}).get(
-                    "ReservedConcurrentExecutions"
-                ),
-                policy=policy_resp.get("Policy") if policy_resp else None,
-                aliases=tuple(aliases or ()),
-                url=url,
-                invoke_config=invoke,
-                provisioned=tuple(provisioned or ()),
-                code_signing_config_arn=csc_arn,
-            )
-        return _Details(
+        return _Fetched(
             tags=detail.get("Tags") or {},
             reserved=(detail.get("Concurrency") or {}).get("ReservedConcurrentExecutions"),
-            policy=policy,
-            url_auth_type=(url or {}).get("AuthType"),
-            aliases=tuple(
-                m.Alias(str(a.get("Name")), str(a.get("FunctionVersion"))) for a in aliases or []
-            ),
-            csc_arn=csc_arn,
-            untrusted_action=untrusted_action,
-            on_failure=on_failure.get("Destination") or None,
-            provisioned=_provisioned(provisioned or []),
-            parts=parts,
+            policy_text=policy_resp.get("Policy") if policy_resp else None,
+            url=url,
+            aliases=tuple(aliases or ()),
+            invoke=invoke,
+            provisioned=tuple(provisioned or ()),
         )
 
     async def _web_stages(
@@ -734,6 +915,15 @@ class LambdaCollector:
             names: Iterable[str] = by_stage if stage == "*" else [stage]
             out.extend(m.ApiStage(api_id, s, by_stage.get(s)) for s in names if s in by_stage)
         return tuple(out)
+
+
+def _reservations_disagree(budget: m.LambdaConcurrency) -> bool:
+    """Whether GetAccountSettings' unreserved concurrency contradicts the functions' reservations
+    (limit - unreserved is the sum of every reservation of the account-region)."""
+    settings = budget.settings
+    if settings is None or budget.reserved_total is None:
+        return False
+    return settings.concurrency_limit - settings.unreserved_concurrency != budget.reserved_total
 
 
 def _provisioned(raw: list[dict[str, Any]]) -> tuple[m.ProvisionedConcurrency, ...]:

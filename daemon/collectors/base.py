@@ -47,6 +47,11 @@ class CollectContext:
     # what to ask CloudWatch about Lambda concurrency (the policy's `concurrency` section)
     concurrency_window: ConcurrencyWindow = field(default_factory=ConcurrencyWindow)
     issues: list[CollectionIssue] = field(default_factory=list)
+    # The configuration export is on: read every part of a function's configuration, even parts
+    # no enabled control needs (the export's fingerprint covers them all).
+    export: bool = False
+    # unix time each evaluated resource's cached detail was read (daemon/collectors/cache.py)
+    fetched_at: list[float] = field(default_factory=list)
 
     # Controls of the target's service that the policy may run (None: all). Collectors use it to
     # skip costly reads that only a disabled (opt-in) control would need.
@@ -55,6 +60,10 @@ class CollectContext:
     def issue(self, resource: str, aspect: str, message: str) -> None:
         """Odd data that did not stop the sweep; the reconciler logs each distinct one once."""
         self.issues.append(CollectionIssue(resource, aspect, message))
+
+    def served(self, fetched_at: float) -> None:
+        """A resource's detail was used; it was read from AWS at `fetched_at` (unix seconds)."""
+        self.fetched_at.append(fetched_at)
 
     def wants(self, control_id: str) -> bool:
         """Whether the policy may run this control on the target (so its data is worth reading)."""

@@ -20,6 +20,7 @@ from typing import Any
 from daemon.aws.errors import AwsError
 from daemon.collectors import kms
 from daemon.collectors.base import AspectErrors, CollectContext, Operation, parse_timestamp
+from daemon.collectors.cache import DetailCache
 from daemon.collectors.ecs import TASK_DEFINITION_OPERATIONS, TaskDefinitionReader
 from daemon.model import ecr as m
 from daemon.model import frozen_errors, frozen_tags
@@ -165,16 +166,42 @@ class _Shared:
     in_use_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _RepoDetails:
+    """GetLifecyclePolicy, GetRepositoryPolicy and ListTagsForResource answers (None: absent)."""
+
+    lifecycle: dict[str, Any] | None
+    policy: dict[str, Any] | None
+    tags: dict[str, Any] | None
+
+
 class EcrCollector:
     service = SERVICE
     operations = OPERATIONS
 
-    def __init__(self, task_definitions: TaskDefinitionReader) -> None:
+    def __init__(
+        self,
+        task_definitions: TaskDefinitionReader,
+        details: DetailCache[_RepoDetails] | None = None,
+    ) -> None:
         self.task_definitions = task_definitions
+        # lifecycle policy, repository policy and tags per repository: DescribeRepositories shows
+        # no change of them, so they are re-read on the rolling refresh (or a change event)
+        self.details: DetailCache[_RepoDetails] = details or DetailCache(0)
+
+    def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
+        """Forget cached details (a change event): one repository by ARN or name, or all."""
+        if resource is not None and not resource.startswith("arn:"):
+            resource = f"arn:aws:ecr:{region}:{account_id}:repository/{resource}"
+        self.details.invalidate((account_id, region), resource)
 
     async def collect(self, ctx: CollectContext) -> m.EcrSnapshot:
         api = ctx.api
         raw = await api.all_items("ecr", "describe_repositories", "repositories")
+        self.details.retain(
+            (ctx.target.account_id, ctx.target.region),
+            (str(r.get("repositoryArn", "")) for r in raw),
+        )
         errors = AspectErrors()
         resp = await errors.fetch(
             m.ASPECT_SCANNING, api.call("ecr", "get_registry_scanning_configuration")
@@ -236,38 +263,67 @@ class EcrCollector:
             raise
         return replace(base, scan=image_scan(resp))
 
+    async def _details(
+        self,
+        ctx: CollectContext,
+        raw: dict[str, Any],
+        name: str,
+        arn: str,
+        errors: AspectErrors,
+    ) -> _RepoDetails:
+        """The repository's per-repository answers, from the cache when still valid."""
+        scope = (ctx.target.account_id, ctx.target.region)
+        now = ctx.now.timestamp()
+        key = (str(raw.get("createdAt")), str(raw.get("registryId")))  # a re-created repository
+        entry = self.details.get(scope, arn, key, now)
+        if entry is not None:
+            ctx.served(entry.fetched_at)
+            return entry.value
+        api = ctx.api
+        before = set(errors.errors)
+        details = _RepoDetails(
+            lifecycle=await errors.fetch(
+                m.ASPECT_LIFECYCLE, api.call("ecr", "get_lifecycle_policy", repositoryName=name)
+            ),
+            policy=await errors.fetch(
+                m.ASPECT_POLICY, api.call("ecr", "get_repository_policy", repositoryName=name)
+            ),
+            tags=await errors.fetch(
+                m.ASPECT_TAGS, api.call("ecr", "list_tags_for_resource", resourceArn=arn)
+            ),
+        )
+        if set(errors.errors) == before:  # unknown is never cached
+            self.details.put(scope, arn, key, details, now)
+        else:
+            self.details.discard(scope, arn)
+        ctx.served(now)
+        return details
+
     async def _repository(
         self, ctx: CollectContext, raw: dict[str, Any], shared: _Shared
     ) -> m.Repository:
-        api = ctx.api
         name = str(raw.get("repositoryName", ""))
         arn = str(raw.get("repositoryArn", ""))
         errors = AspectErrors()
         if shared.scanning_error:
             errors.fail(m.ASPECT_SCANNING, shared.scanning_error)
 
+        details = await self._details(ctx, raw, name, arn, errors)
         lifecycle: m.LifecyclePolicy | None = None
-        resp = await errors.fetch(
-            m.ASPECT_LIFECYCLE, api.call("ecr", "get_lifecycle_policy", repositoryName=name)
-        )
-        if resp is not None:
+        if details.lifecycle is not None:
             try:
-                lifecycle = lifecycle_policy(resp.get("lifecyclePolicyText") or "")
+                lifecycle = lifecycle_policy(details.lifecycle.get("lifecyclePolicyText") or "")
             except ValueError as exc:
                 errors.fail(m.ASPECT_LIFECYCLE, "MalformedPolicy")
                 ctx.issue(arn, m.ASPECT_LIFECYCLE, str(exc))
 
-        resp = await errors.fetch(
-            m.ASPECT_POLICY, api.call("ecr", "get_repository_policy", repositoryName=name)
-        )
+        resp = details.policy
         policy, problem = _parse_policy_text(resp.get("policyText") if resp else None)
         if problem:
             errors.fail(m.ASPECT_POLICY, "MalformedPolicy")
             ctx.issue(arn, m.ASPECT_POLICY, problem)
 
-        resp = await errors.fetch(
-            m.ASPECT_TAGS, api.call("ecr", "list_tags_for_resource", resourceArn=arn)
-        )
+        resp = details.tags
         tags = {str(t.get("Key")): str(t.get("Value", "")) for t in (resp or {}).get("tags") or []}
 
         encryption = raw.get("encryptionConfiguration") or {}

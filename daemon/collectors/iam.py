@@ -1,19 +1,23 @@
 """Execution roles and their policies (IAM is global: shared by every region of an account).
 
-Roles are cached per account for a short time so the regions of one account, and the many
-functions that share a role, read it once. A managed policy version is immutable, so its document
-is cached until the policy's default version changes.
+Roles are cached per account so the regions of one account, and the many functions that share a
+role, read it once: a role that was read is re-read after `ttl_seconds` (the daemon's
+max_data_age), each role after its own fraction of it (between half and all of it, from a hash of
+its ARN) so the refreshes spread over the sweeps; a role that could not be read is asked again
+after `error_ttl_seconds` (short: unknown is not kept for long). A managed policy version is
+immutable, so its document is cached until the policy's default version changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from daemon.aws.api import AwsApi
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors.base import Operation
+from daemon.collectors.cache import phase
 from daemon.model.awslambda import ExecutionRole, InlinePolicy, ManagedPolicy
 from daemon.model.iampolicy import PolicyParseError, parse_policy
 
@@ -34,20 +38,24 @@ MAX_DOCUMENTS = 5000  # managed policy versions kept (immutable; AWS-managed one
 class RoleResult:
     role: ExecutionRole | None  # None: the role does not exist
     error: str | None = None  # an error code when the role could not be read
+    fetched_at: float = 0.0  # unix time it was read
 
 
 class RoleReader:
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, error_ttl_seconds: float | None = None) -> None:
         self.ttl = ttl_seconds
+        self.error_ttl = ttl_seconds if error_ttl_seconds is None else error_ttl_seconds
         self._roles: dict[tuple[str, str], tuple[float, RoleResult]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[RoleResult]] = {}
         self._documents: dict[tuple[str, str, str], ManagedPolicy] = {}
         self._pruned_at = 64  # role entries after the last pruning
 
-    async def role(self, api: AwsApi, role_arn: str) -> RoleResult:
+    async def role(self, api: AwsApi, role_arn: str, now: float | None = None) -> RoleResult:
+        """The role, from the cache while fresh. `now`: unix time of the sweep (default: now)."""
         key = (api.account_id, role_arn)
+        clock = time.time() if now is None else now
         cached = self._roles.get(key)
-        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+        if cached is not None and clock - cached[0] < self._ttl_of(role_arn, cached[1]):
             return cached[1]
         task = self._inflight.get(key)
         if task is None:
@@ -55,10 +63,16 @@ class RoleReader:
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         result = await asyncio.shield(task)
-        now = time.monotonic()
-        self._roles[key] = (now, result)
-        self._prune(now)
+        if not result.fetched_at:
+            result = replace(result, fetched_at=clock)
+        self._roles[key] = (clock, result)
+        self._prune(clock)
         return result
+
+    def _ttl_of(self, role_arn: str, result: RoleResult) -> float:
+        if result.error:
+            return min(self.ttl, self.error_ttl)
+        return self.ttl * (0.5 + 0.5 * phase(role_arn))
 
     def _prune(self, now: float) -> None:
         """Forget roles that expired, and documents beyond a cap, so a long run with role and

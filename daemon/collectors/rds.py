@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors import ec2, kms, region
 from daemon.collectors.base import AspectErrors, CollectContext, Operation, parse_timestamp
+from daemon.collectors.cache import DetailCache
 from daemon.model import frozen_errors, frozen_tags
 from daemon.model import rds as m
 from daemon.model.ec2 import SecurityGroup
@@ -195,6 +196,15 @@ class RdsCollector:
     service = SERVICE
     operations = OPERATIONS
 
+    def __init__(self, details: DetailCache[tuple[str, ...]] | None = None) -> None:
+        # the `restore` attribute of each manual snapshot (who may restore it): re-read when the
+        # snapshot is new, on the rolling refresh, or after a change event
+        self.details: DetailCache[tuple[str, ...]] = details or DetailCache(0)
+
+    def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
+        """Forget cached snapshot attributes: one snapshot by ARN, or all of the account-region."""
+        self.details.invalidate((account_id, region), resource)
+
     async def collect(self, ctx: CollectContext) -> m.RdsSnapshot:
         t = ctx.target
         raw_instances = [
@@ -270,14 +280,23 @@ class RdsCollector:
             for r in raw_cluster
             if r.get("Engine") not in NOT_RDS_ENGINES
         ]
+        self.details.retain((t.account_id, t.region), (snap.arn for snap in found))
         read = await ctx.gather(found, lambda snap: self._restore_attribute(ctx, snap))
         return [s for s in read if s is not None], None
 
-    @staticmethod
-    async def _restore_attribute(ctx: CollectContext, snap: m.DbSnapshot) -> m.DbSnapshot | None:
+    async def _restore_attribute(
+        self, ctx: CollectContext, snap: m.DbSnapshot
+    ) -> m.DbSnapshot | None:
         """Who may restore a manual snapshot (None: it was deleted since it was listed)."""
         if snap.snapshot_type != "manual":
             return snap  # automated and AWS Backup snapshots cannot be shared
+        scope = (ctx.target.account_id, ctx.target.region)
+        now = ctx.now.timestamp()
+        key = (str(snap.created_at), snap.status)
+        entry = self.details.get(scope, snap.arn, key, now)
+        if entry is not None:
+            ctx.served(entry.fetched_at)
+            return replace(snap, restore_accounts=entry.value)
         if snap.cluster:
             call = ctx.api.call(
                 "rds",
@@ -300,6 +319,7 @@ class RdsCollector:
                 return None
             if err.kind.retryable:
                 raise
+            self.details.discard(scope, snap.arn)
             return replace(snap, errors=frozen_errors({m.ASPECT_SNAPSHOT_ATTRIBUTES: err.code}))
         attributes = (resp.get(result_key) or {}).get(list_key) or []
         accounts = next(
@@ -310,6 +330,8 @@ class RdsCollector:
             ),
             (),
         )
+        self.details.put(scope, snap.arn, key, accounts, now)
+        ctx.served(now)
         return replace(snap, restore_accounts=accounts)
 
     @staticmethod

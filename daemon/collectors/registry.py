@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from daemon.aws import clients, discovery
 from daemon.collectors import awslambda, ecr, ecs, rds
 from daemon.collectors.base import Collector, Operation
+from daemon.collectors.cache import DetailCache
 from daemon.collectors.iam import RoleReader
 from daemon.config import Settings
 from daemon.export import operations as export_operations
+from daemon.reconciler import events
 
 MODULES = (awslambda, ecr, ecs, rds)
 
@@ -17,12 +21,20 @@ def build_collectors(settings: Settings) -> dict[str, Collector]:
     # cache them for a fraction of the interval so one sweep reads them once without serving
     # stale data for long.
     ttl = min(300.0, settings.reconciler.interval_seconds / 2)
+    rs = settings.reconciler
     task_definitions = ecs.TaskDefinitionReader(ttl)
+
+    def details() -> DetailCache[Any]:
+        # look one interval ahead so a detail is re-read before it is older than max_data_age
+        return DetailCache(rs.max_data_age_seconds, lookahead=rs.interval_seconds)
+
     return {
-        awslambda.SERVICE: awslambda.LambdaCollector(RoleReader(ttl)),
-        ecr.SERVICE: ecr.EcrCollector(task_definitions),
+        awslambda.SERVICE: awslambda.LambdaCollector(
+            RoleReader(rs.max_data_age_seconds or ttl, error_ttl_seconds=ttl), details()
+        ),
+        ecr.SERVICE: ecr.EcrCollector(task_definitions, details()),
         ecs.SERVICE: ecs.EcsCollector(task_definitions),
-        rds.SERVICE: rds.RdsCollector(),
+        rds.SERVICE: rds.RdsCollector(details()),
     }
 
 
@@ -38,6 +50,7 @@ def declared_operations() -> tuple[Operation, ...]:
         discovery.OPERATIONS,
         *(module.OPERATIONS for module in MODULES),
         export_operations.DAEMON,
+        events.OPERATIONS,
     ):
         for op in ops:
             key = (op.service, op.operation)

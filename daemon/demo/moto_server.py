@@ -2,7 +2,8 @@
 
 moto 5 answers these Lambda operations with HTTP 404; the shim, a WSGI middleware in front of
 moto's own application, answers them exactly in the shape botocore's service model gives them:
-- CreateCodeSigningConfig / GetCodeSigningConfig, from memory;
+- CreateCodeSigningConfig / GetCodeSigningConfig / ListCodeSigningConfigs, from memory, and
+  ListFunctionsByCodeSigningConfig from moto's functions;
 - GetAccountSettings, computed from moto's own state: the account-region's concurrency limit
   (1000 as in AWS, or what the demo or a test set through `set_concurrency_limit` or
   `POST /posture-shim/lambda/account-limit`) minus the reservations of its functions in moto;
@@ -17,6 +18,10 @@ moto's own application, answers them exactly in the shape botocore's service mod
 It also enforces on PutFunctionConcurrency what AWS does and moto (without a global environment
 variable) does not: at least 100 of the account-region's limit stays unreserved.
 Two more gaps matter to the configuration export:
+- moto returns no RevisionId for functions; the shim adds one to ListFunctions, GetFunction,
+  ListVersionsByFunction and GetFunctionConfiguration,
+  derived from the configuration and the resource-based policy (what changes it in AWS), so the
+  daemon's change detection sees what it would see in AWS;
 - GetFunction's `Code.Location` in moto is a made-up S3 URL that cannot be fetched; the shim
   rewrites it to a presigned-style URL on this server (10 minutes, X-Amz-Signature checked) that
   serves moto's own copy of the package, as AWS's presigned URL does;
@@ -29,6 +34,7 @@ Tests use the same server.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -36,6 +42,7 @@ import re
 import secrets
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +62,7 @@ _FUNCTIONS = re.compile(r"^/2015-03-31/functions/?$")
 _LAYERS = "/2018-10-31/layers"
 _LAYER_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:([a-z0-9-]+):(\d{12}):layer:([^:]+):(\d+)$")
 _ADMIN_LIMIT = "/posture-shim/lambda/account-limit"
+_VERSIONS_OR_CONFIG = re.compile(r"^/2015-03-31/functions/[^/]+/(versions|configuration)/?$")
 _GET_FUNCTION = re.compile(r"^/2015-03-31/functions/([^/]+)/?$")
 _CODE_PATH = "/posture-shim/lambda-code/"
 CODE_URL_SECONDS = 600  # AWS's presigned code location is valid for 10 minutes
@@ -89,6 +97,27 @@ def _lambda_backend(account: str, region: str) -> Any:
     from moto.awslambda.models import lambda_backends
 
     return lambda_backends[account][region]
+
+
+def _revision(backend: Any, config: dict[str, Any]) -> str:
+    """A function version's RevisionId, which moto does not return: AWS changes it on every
+    configuration or code update and on every change of the resource-based policy (AddPermission,
+    RemovePermission), so it is derived from moto's configuration of that version and its policy
+    (the same for ListFunctions and GetFunction), as a UUID."""
+    name = str(config.get("FunctionName", ""))
+    version = str(config.get("Version") or "$LATEST")
+    qualifier = None if version == "$LATEST" else version
+    try:
+        current = backend.get_function(name, qualifier).get_configuration()
+    except Exception:  # gone since it was listed: the answer's own configuration
+        current = config
+    try:
+        policy = backend.get_policy(name, qualifier)
+    except Exception:  # no policy (moto raises its not-found error)
+        policy = ""
+    shown = {k: v for k, v in current.items() if k != "RevisionId"}
+    digest = hashlib.sha256(json.dumps([shown, policy], sort_keys=True, default=str).encode())
+    return str(uuid.UUID(bytes=digest.digest()[:16]))
 
 
 def _function_name(name_or_arn: str) -> str:
@@ -272,6 +301,8 @@ class LambdaGapShim:
                 return self._json(start_response, "400 Bad Request", refused)
         if path.startswith(_CODE_PATH) and method == "GET":
             return self._code_download(environ, start_response, path[len(_CODE_PATH) :])
+        if method == "GET" and (_FUNCTIONS.match(path) or _VERSIONS_OR_CONFIG.match(path)):
+            return self._list_functions(environ, start_response)
         get_function = _GET_FUNCTION.match(path)
         if get_function and method == "GET":
             return self._get_function(environ, start_response, get_function.group(1))
@@ -279,6 +310,39 @@ class LambdaGapShim:
             with self._conditional_put:  # check-and-write as one step, as S3 does
                 return list(self.app(environ, start_response))
         return self.app(environ, start_response)
+
+    # --- RevisionId (moto has none for functions) ---------------------------------------------
+
+    def _list_functions(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        """ListFunctions, ListVersionsByFunction and GetFunctionConfiguration with the
+        RevisionId moto leaves out (see `_revision`)."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _data: None
+
+        body = b"".join(self.app(environ, capture))
+        status, headers = captured["status"], captured["headers"]
+        if status.startswith("200"):
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict):
+                account, region = self._where(environ)
+                backend = _lambda_backend(account, region)
+                entries = doc.get("Functions") or doc.get("Versions")
+                if not isinstance(entries, list):
+                    entries = [doc] if "FunctionName" in doc else []
+                for entry in entries:
+                    if isinstance(entry, dict) and "RevisionId" not in entry:
+                        entry["RevisionId"] = _revision(backend, entry)
+                body = json.dumps(doc).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+                headers.append(("Content-Length", str(len(body))))
+        start(status, headers)
+        return [body]
 
     # --- GetFunction's code location ---------------------------------------------------------
 
@@ -298,6 +362,13 @@ class LambdaGapShim:
                 doc = json.loads(body)
             except ValueError:
                 doc = None
+            config = (doc or {}).get("Configuration")
+            if isinstance(config, dict) and "RevisionId" not in config:
+                account, region = self._where(environ)
+                config["RevisionId"] = _revision(_lambda_backend(account, region), config)
+                body = json.dumps(doc).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+                headers.append(("Content-Length", str(len(body))))
             code = (doc or {}).get("Code") or {}
             if code.get("RepositoryType") == "S3" and code.get("Location"):
                 account, region = self._where(environ)
@@ -686,6 +757,37 @@ class LambdaGapShim:
             with self._lock:
                 self.code_signing[arn] = config
             return self._json(start, "201 Created", {"CodeSigningConfig": config})
+        if method == "GET" and not rest:
+            # ListCodeSigningConfigs (moto has none): the caller's account and region, one page
+            key, region = _caller(environ)
+            prefix = f"arn:aws:lambda:{region}:{_account_for(key)}:code-signing-config:"
+            with self._lock:
+                configs = [c for a, c in sorted(self.code_signing.items()) if a.startswith(prefix)]
+            return self._json(start, "200 OK", {"CodeSigningConfigs": configs})
+        if method == "GET" and rest.endswith("/functions"):
+            # ListFunctionsByCodeSigningConfig (moto has none): from moto's functions, which keep
+            # the CodeSigningConfigArn given to CreateFunction
+            arn = rest.removesuffix("/functions")
+            with self._lock:
+                known = arn in self.code_signing
+            if not known:
+                return self._json(
+                    start,
+                    "404 Not Found",
+                    {
+                        "Type": "User",
+                        "Message": f"{arn} not found",
+                        "__type": "ResourceNotFoundException",
+                    },
+                )
+            parts = arn.split(":")
+            backend = _lambda_backend(parts[4], parts[3])
+            arns = sorted(
+                str(f.function_arn)
+                for f in backend.list_functions()
+                if getattr(f, "code_signing_config_arn", None) == arn
+            )
+            return self._json(start, "200 OK", {"FunctionArns": arns})
         if method == "GET" and rest:
             with self._lock:
                 found = self.code_signing.get(rest)

@@ -71,8 +71,14 @@ def run_demo(
             "include_env_values": True,
             "kms_key_id": key_arn,
         }
+    # The simulated AWS is one local moto process: the demo paces against raised quotas (x20) so a
+    # sweep is not slowed to Lambda's real 15/s; POSTURE_AWS__PACING__QUOTA_MULTIPLIER wins.
+    aws: dict[str, object] = {}
+    if not os.environ.get("POSTURE_AWS__PACING__QUOTA_MULTIPLIER"):
+        aws["pacing"] = {"quota_multiplier": 20}
     settings = load_settings(
         policy_file=policy_file,
+        aws=aws,
         http={"host": "127.0.0.1", "port": http_port},
         reconciler={
             "interval_seconds": interval,

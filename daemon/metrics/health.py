@@ -13,6 +13,7 @@ from daemon.metrics import names as n
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _RECONCILE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_AGE_BUCKETS = (1, 60, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 14400)
 _API_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -48,6 +49,14 @@ class HealthMetrics:
             buckets=_API_BUCKETS,
             registry=registry,
         )
+        self.data_age = Histogram(
+            n.DATA_AGE.name,
+            n.DATA_AGE.help,
+            n.DATA_AGE.labels,
+            buckets=_AGE_BUCKETS,
+            registry=registry,
+        )
+        self.rate_limit = _gauge(n.RATE_LIMIT, registry)
         self.workers_active = _gauge(n.WORKERS_ACTIVE, registry)
         self.workers_max = _gauge(n.WORKERS_MAX, registry)
         self.queue_depth = _gauge(n.QUEUE_DEPTH, registry)

@@ -321,7 +321,34 @@ BACKUP_POLICY_MAX_AGE = _d(
     "state",
 )
 
+# --- data freshness (the per-resource detail cache; daemon/collectors/cache.py) -----------------
+DATA_OLDEST_FETCH = _d(
+    "posture_data_oldest_fetch_timestamp_seconds",
+    "gauge",
+    "Unix time at which the oldest per-resource detail the target's last sweep evaluated was "
+    "read from AWS (details are cached until a change or max_data_age); the maximum data age "
+    "of the target is time() minus this.",
+    TARGET_LABELS,
+    "state",
+)
+
 # --- the daemon's own health (instrumented) ------------------------------------------------------
+DATA_AGE = _d(
+    "posture_data_age_seconds",
+    "histogram",
+    "Age of each resource's cached detail when a sweep evaluated it (0 for details read in that "
+    "sweep): how much of the estate is served from the cache, and how old.",
+    (SERVICE,),
+    "health",
+)
+RATE_LIMIT = _d(
+    "posture_aws_rate_limit",
+    "gauge",
+    "Current pacing rate in requests/s of a quota bucket (share x quota, lowered on throttling "
+    "and restored on success: AIMD).",
+    (ACCOUNT, REGION, "bucket"),
+    "health",
+)
 RECONCILE_DURATION = _d(
     "posture_reconcile_duration_seconds",
     "histogram",

@@ -33,7 +33,7 @@ ASPECT_POLICY = "policy"  # GetPolicy
 ASPECT_URL = "url"  # GetFunctionUrlConfig
 ASPECT_ALIASES = "aliases"  # ListAliases
 ASPECT_VERSIONS = "versions"  # ListFunctions(FunctionVersion=ALL)
-ASPECT_CODE_SIGNING = "code_signing"  # GetFunctionCodeSigningConfig + GetCodeSigningConfig
+ASPECT_CODE_SIGNING = "code_signing"  # ListCodeSigningConfigs + ListFunctionsByCodeSigningConfig
 ASPECT_INVOKE_CONFIG = "invoke_config"  # GetFunctionEventInvokeConfig
 ASPECT_ROLE = "role"  # IAM role and its policies
 ASPECT_LOG_GROUP = "log_group"  # CloudWatch Logs DescribeLogGroups

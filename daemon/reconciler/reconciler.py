@@ -25,12 +25,14 @@ from daemon.collectors.base import CollectContext, Collector
 from daemon.config import Settings
 from daemon.controls.engine import evaluate
 from daemon.export.exporter import Exporter
-from daemon.measures import measure_policy, measure_target
+from daemon.measures import measure_policy, measure_target, sample
+from daemon.metrics import names as n
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Target
 from daemon.model.awslambda import LambdaSnapshot
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
+from daemon.reconciler.events import Change
 from daemon.reconciler.queue import Backoff, WorkQueue
 from daemon.reconciler.targets import Discovery, TargetSource
 from daemon.state import StateStore, TargetResult
@@ -188,6 +190,18 @@ class Reconciler:
             if not stop.is_set():
                 await self.refresh_targets()
 
+    def changed(self, change: Change) -> bool:
+        """A change event (daemon/reconciler/events.py): forget the resource's cached details and
+        reconcile its target now. False when the target is not this replica's."""
+        target = Target(change.account_id, change.region, change.service)
+        if target not in self.targets:
+            return False
+        invalidate = getattr(self.collectors.get(change.service), "invalidate", None)
+        if invalidate is not None:
+            invalidate(change.account_id, change.region, change.resource)
+        self.queue.add(target)
+        return True
+
     # --- one target -------------------------------------------------------------------------------
     async def reconcile(self, target: Target) -> TargetResult:
         """Collect, evaluate and publish one target. Raises on failure (nothing is published)."""
@@ -203,6 +217,7 @@ class Reconciler:
             now=now,
             concurrency=settings.reconciler.per_target_concurrency,
             concurrency_window=policy.document.concurrency.window(),
+            export=self.exporter is not None,
         )
         deadline = asyncio.timeout(settings.reconciler.target_timeout_seconds)
         try:
@@ -226,13 +241,20 @@ class Reconciler:
         for problem in evaluation.problems:
             if self._seen.first_time(("problem", problem)):
                 log.error("control raised an exception", problem=problem)
+        samples = measure_target(snapshot, policy, now)
+        if ctx.fetched_at:
+            stamp = now.timestamp()
+            ages = self.metrics.data_age.labels(target.service)
+            for fetched_at in ctx.fetched_at:
+                ages.observe(max(0.0, stamp - fetched_at))
+            samples = (*samples, sample(n.DATA_OLDEST_FETCH.name, min(ctx.fetched_at)))
         result = TargetResult.build(
             target,
             now,
             evaluation.findings,
             evaluation.controls,
             snapshot.resource_counts(),
-            measure_target(snapshot, policy, now),
+            samples,
         )
         self.store.publish(result, time.time())
         return result

@@ -198,8 +198,8 @@ async def test_throttling_storm_on_one_account_region(
         await wait_for_sweeps(daemon, 1)
         recovered = await scrape(daemon)
 
-    # the throttled target failed, again and again, and backed off: botocore's adaptive retry
-    # slows the client to the throttled account-region, the work queue spaces the reconciles
+    # the throttled target failed, again and again, and backed off: the account-region's quota
+    # buckets halve their rate (AIMD), the work queue spaces the reconciles
     assert value(mid, "posture_target_up", **labels(stormy)) == 0
     assert len(failures) >= 2, failures
     gaps = [b[1] - a[1] for a, b in itertools.pairwise(failures)]
@@ -386,8 +386,10 @@ async def test_expired_credentials_mid_sweep_are_renewed_and_the_sweep_goes_on(
     account = "940000000001"
     only = ["orders-api", "untraced", "open-invoke", "no-reservation", "unsigned", "no-logs"]
     await seed_estate([account], [PRIMARY], only=only)
+    # no detail cache: every sweep reads each function's details, so GetFunctions are in flight
     settings = settings_for(
-        policy_for([account], tmp_path, regions=[PRIMARY]), reconciler={"interval_seconds": 1}
+        policy_for([account], tmp_path, regions=[PRIMARY]),
+        reconciler={"interval_seconds": 1, "max_data_age_seconds": 0},
     )
     role = f"arn:aws:iam::{account}:role/PostureDaemonReader"
     async with running_daemon(settings) as daemon:

@@ -118,6 +118,8 @@ def _start(policy: Path, tmp_path: Path, grace: float) -> tuple[subprocess.Popen
         "POSTURE_LOG__FORMAT": "json",
         "POSTURE_RECONCILER__INTERVAL_SECONDS": "1",
         "POSTURE_RECONCILER__SHUTDOWN_GRACE_SECONDS": str(grace),
+        # no detail cache: every sweep has GetFunction calls in flight to slow down or hang
+        "POSTURE_RECONCILER__MAX_DATA_AGE_SECONDS": "0",
     }
     log_path = tmp_path / "daemon.log"
     with log_path.open("w") as log:

@@ -1,0 +1,721 @@
+"""Scale benchmark: pacing, steady-state efficiency and sharding on a large estate in moto server.
+
+    .venv/bin/python bench/scale.py                                  # 20 accounts x 3 regions x 100
+    .venv/bin/python bench/scale.py --accounts 4 --functions 50      # a quicker look
+    make bench                                                       # the default, JSON in bench/
+
+moto runs in a process of its own (its CPU and memory are not the daemon's); the estate is seeded
+by another child process; the daemon runs in this process (so its CPU seconds and peak RSS are
+this process's), against moto over HTTP, with Lambda's real quotas and the default 50% share
+unless --quota-multiplier / --share say otherwise.
+
+Sweeps run on a virtual clock: the cold sweep at T, the steady-state sweep at T + interval, the 1%
+changed sweep at T + 2 x interval. So the steady-state sweep includes exactly one interval's share
+of the rolling refresh (the details due within max_data_age), as a real daemon's would.
+
+Reported per sweep: wall time, AWS calls (total, by operation, per resource), calls per function
+(every call the Lambda targets make: list pages, IAM, CloudWatch, ...) and from Lambda's shared
+15/s bucket, CPU seconds per 1,000 resources, peak RSS, failed targets and throttles; the moto
+server's measured throughput; the minimum possible sweep time = max(quota-bound time: per
+account-region, the busiest bucket's calls / its allowed rate; moto-bound time: calls / moto's
+throughput) and achieved / minimum; /metrics latency while the cold sweep runs. Then the sharding
+demonstration (Lambda, first region): 2 replicas vs 1, and the accounts when the shard count
+changes from 2 to 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+ROLES_PER_ACCOUNT = 10
+
+
+def accounts_of(n: int) -> list[str]:
+    return [f"{700000000000 + i * 1001:012d}" for i in range(n)]
+
+
+def zip_bytes(body: str = "def handler(event, context):\n    return 1\n") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", body)
+    return buf.getvalue()
+
+
+# --- child processes: moto and the seeder ------------------------------------------------------
+
+
+def run_moto() -> None:
+    """Child: moto server with the demo shim; prints its URL, runs until stdin closes."""
+    from daemon.demo.moto_server import EmbeddedMoto
+
+    server = EmbeddedMoto()
+    print(server.start(), flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+async def _client(session: Any, service: str, account: str, region: str) -> Any:
+    async with session.create_client("sts", region_name="us-east-1") as sts:
+        c = (
+            await sts.assume_role(
+                RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole",
+                RoleSessionName="bench-seed",
+            )
+        )["Credentials"]
+    return session.create_client(
+        service,
+        region_name=region,
+        aws_access_key_id=c["AccessKeyId"],
+        aws_secret_access_key=c["SecretAccessKey"],
+        aws_session_token=c["SessionToken"],
+    )
+
+
+async def seed_account_region(
+    session: Any, account: str, region: str, functions: int, sem: asyncio.Semaphore
+) -> None:
+    code = zip_bytes()
+    async with await _client(session, "lambda", account, region) as lam:
+        layer_arns = []
+        for v in range(2):
+            resp = await lam.publish_layer_version(
+                LayerName="bench-layer",
+                Content={"ZipFile": zip_bytes(f"# layer {v}\n")},
+                CompatibleRuntimes=["python3.12"],
+            )
+            layer_arns.append(resp["LayerVersionArn"])
+
+        async def one(i: int) -> None:
+            name = f"fn-{i:04d}"
+            async with sem:
+                params: dict[str, Any] = {
+                    "FunctionName": name,
+                    "Runtime": "python3.12",
+                    "Role": f"arn:aws:iam::{account}:role/bench-role-{i % ROLES_PER_ACCOUNT}",
+                    "Handler": "app.handler",
+                    "Code": {"ZipFile": code},
+                    "Timeout": 30,
+                    "MemorySize": 256,
+                    "Tags": {"team": f"team-{i % 7}", "bench": "scale"},
+                    "TracingConfig": {"Mode": "Active" if i % 2 else "PassThrough"},
+                    "Publish": i % 5 == 0,  # 20% with a published version
+                }
+                if i % 3 == 0:
+                    params["Layers"] = [layer_arns[-1]]
+                await lam.create_function(**params)
+                if i % 10 == 0:
+                    await lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+                if i % 5 == 1:
+                    await lam.add_permission(
+                        FunctionName=name,
+                        StatementId="events",
+                        Action="lambda:InvokeFunction",
+                        Principal="events.amazonaws.com",
+                        SourceArn=f"arn:aws:events:{region}:{account}:rule/bench",
+                    )
+                if i % 20 == 2:
+                    await lam.put_function_concurrency(
+                        FunctionName=name, ReservedConcurrentExecutions=5
+                    )
+
+        await asyncio.gather(*(one(i) for i in range(functions)))
+    async with await _client(session, "ecr", account, region) as ecr:
+        for r in range(5):
+            await ecr.create_repository(repositoryName=f"bench-repo-{r}")
+            if r < 2:
+                await ecr.put_lifecycle_policy(
+                    repositoryName=f"bench-repo-{r}",
+                    lifecyclePolicyText=json.dumps(
+                        {
+                            "rules": [
+                                {
+                                    "rulePriority": 1,
+                                    "selection": {
+                                        "tagStatus": "untagged",
+                                        "countType": "sinceImagePushed",
+                                        "countUnit": "days",
+                                        "countNumber": 14,
+                                    },
+                                    "action": {"type": "expire"},
+                                }
+                            ]
+                        }
+                    ),
+                )
+    async with await _client(session, "ecs", account, region) as ecs:
+        await ecs.create_cluster(clusterName="bench")
+        for f in range(3):
+            await ecs.register_task_definition(
+                family=f"bench-task-{f}",
+                containerDefinitions=[
+                    {
+                        "name": "app",
+                        "image": f"{account}.dkr.ecr.{region}.amazonaws.com/bench-repo-{f}:v1",
+                        "memory": 256,
+                        "essential": True,
+                    }
+                ],
+            )
+        await ecs.create_service(
+            cluster="bench", serviceName="bench-svc", taskDefinition="bench-task-0", desiredCount=1
+        )
+    async with await _client(session, "rds", account, region) as rds:
+        for d in range(2):
+            await rds.create_db_instance(
+                DBInstanceIdentifier=f"bench-db-{d}",
+                DBInstanceClass="db.t3.micro",
+                Engine="postgres",
+                MasterUsername="bench",
+                MasterUserPassword="bench-password-1",
+                AllocatedStorage=20,
+                StorageEncrypted=bool(d),
+            )
+        await rds.create_db_snapshot(
+            DBInstanceIdentifier="bench-db-0", DBSnapshotIdentifier="bench-snap-0"
+        )
+
+
+async def seed(accounts: list[str], regions: list[str], functions: int) -> None:
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    sem = asyncio.Semaphore(32)
+    for account in accounts:
+        async with await _client(session, "iam", account, "us-east-1") as iam:
+            for k in range(ROLES_PER_ACCOUNT):
+                await iam.create_role(RoleName=f"bench-role-{k}", AssumeRolePolicyDocument=TRUST)
+                await iam.put_role_policy(
+                    RoleName=f"bench-role-{k}",
+                    PolicyName="logs",
+                    PolicyDocument=json.dumps(
+                        {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                    "Resource": "*",
+                                }
+                            ],
+                        }
+                    ),
+                )
+    await asyncio.gather(
+        *(seed_account_region(session, a, r, functions, sem) for a in accounts for r in regions)
+    )
+
+
+async def change(accounts: list[str], regions: list[str], functions: int, fraction: float) -> int:
+    """New code for `fraction` of the functions (spread over every account-region)."""
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    step = max(1, round(1 / fraction)) if fraction > 0 else 0
+    changed = 0
+    if not step:
+        return 0
+    for account in accounts:
+        for region in regions:
+            async with await _client(session, "lambda", account, region) as lam:
+                for i in range(0, functions, step):
+                    await lam.update_function_code(
+                        FunctionName=f"fn-{i:04d}", ZipFile=zip_bytes(f"# v2 {i}\n")
+                    )
+                    changed += 1
+    return changed
+
+
+async def moto_throughput(
+    account: str, region: str, seconds: float = 5.0, concurrency: int = 16
+) -> float:
+    """Requests per second moto answers (GetFunction and ListAliases on seeded functions)."""
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    done = 0
+    async with await _client(session, "lambda", account, region) as lam:
+        stop = time.monotonic() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.monotonic() < stop:
+                name = f"fn-{i % 10:04d}"
+                if i % 2:
+                    await lam.get_function(FunctionName=name)
+                else:
+                    await lam.list_aliases(FunctionName=name)
+                done += 1
+                i += concurrency
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return done / (time.monotonic() - started)
+
+
+# --- the daemon, measured ----------------------------------------------------------------------
+
+
+def policy_file(accounts: list[str], regions: list[str], services: list[str], tmp: Path) -> Path:
+    from daemon.demo.runner import demo_policy_text
+
+    doc = yaml.safe_load(demo_policy_text())
+    doc["scope"]["accounts"] = {"static": [{"id": a, "name": f"bench-{a[-4:]}"} for a in accounts]}
+    doc["scope"]["regions"] = regions
+    doc["scope"]["services"] = services
+    path = tmp / f"policy-{len(services)}-{len(regions)}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class VirtualClock:
+    """Sweep k starts at T0 + k x interval however long the sweeps before it took in real time;
+    within a sweep, time runs as real time does."""
+
+    def __init__(self, interval: float) -> None:
+        import datetime as dt
+
+        self.interval = interval
+        self.t0 = dt.datetime.now(dt.UTC)
+        self.base = self.t0
+        self.real0 = time.monotonic()
+
+    def start_sweep(self, k: int) -> None:
+        import datetime as dt
+
+        self.base = self.t0 + dt.timedelta(seconds=k * self.interval)
+        self.real0 = time.monotonic()
+
+    def __call__(self) -> Any:
+        import datetime as dt
+
+        return self.base + dt.timedelta(seconds=time.monotonic() - self.real0)
+
+
+def api_calls(registry: Any) -> Counter[tuple[str, str]]:
+    out: Counter[tuple[str, str]] = Counter()
+    for family in registry.collect():
+        if family.name != "posture_aws_api_requests":
+            continue
+        for s in family.samples:
+            if s.name.endswith("_total"):
+                out[(s.labels["aws_service"], s.labels["operation"])] += int(s.value)
+    return out
+
+
+def api_errors(registry: Any) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for family in registry.collect():
+        if family.name == "posture_aws_api_errors":
+            for s in family.samples:
+                if s.name.endswith("_total") and s.value:
+                    out[s.labels["error_code"]] += int(s.value)
+    return out
+
+
+def lambda_operations() -> set[tuple[str, str]]:
+    """Operations the Lambda targets make (declared by the Lambda collector and by no other)."""
+    from daemon.collectors import awslambda, ecr, ecs, rds
+
+    others = {(op.service, op.operation) for m in (ecr, ecs, rds) for op in m.OPERATIONS}
+    mine = {(op.service, op.operation) for op in awslambda.OPERATIONS}
+    # region posture (Config, CloudTrail) is read by Lambda and by RDS targets: counted here
+    return {k for k in mine if k not in others or k[0] in ("config", "cloudtrail")}
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def measure_sweep(daemon: Any, label: str, moto_rps: float, probe: bool) -> dict[str, Any]:
+    from daemon.aws.pacing import bucket_for
+
+    pacer = daemon.gateway.pacer
+    registry = daemon.registry
+    calls_before = api_calls(registry)
+    errors_before = api_errors(registry)
+    granted_before = {k: b.granted for k, b in pacer.buckets().items()}
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def scrape_probe() -> None:
+        import aiohttp
+
+        url = f"http://127.0.0.1:{daemon.http.port}/metrics"
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                started = time.perf_counter()
+                async with session.get(url) as resp:
+                    await resp.read()
+                latencies.append(time.perf_counter() - started)
+                await asyncio.sleep(2.0)  # a fast Prometheus scrape interval, not a load test
+
+    probe_task = asyncio.create_task(scrape_probe()) if probe else None
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    outcomes = await daemon.reconciler.sweep_once()
+    wall, cpu = time.monotonic() - wall0, cpu_seconds() - cpu0
+    stop.set()
+    if probe_task is not None:
+        await probe_task
+
+    calls = api_calls(registry) - calls_before
+    errors = api_errors(registry) - errors_before
+    view = daemon.store.view()
+    resources: Counter[str] = Counter()
+    for result in view.results.values():
+        resources.update(result.resources)
+    functions = resources.get("lambda-function", 0)
+    total_resources = sum(resources.values())
+    lam_ops = lambda_operations()
+    lambda_calls = sum(v for k, v in calls.items() if k in lam_ops)
+    shared = sum(
+        v
+        for (service, op), v in calls.items()
+        if service == "lambda" and bucket_for("lambda", op) == "lambda-control"
+    )
+    # the minimum possible time: quota-bound per account-region, or moto-bound
+    quota_bound = 0.0
+    busiest = ""
+    for key, bucket in pacer.buckets().items():
+        used = bucket.granted - granted_before.get(key, 0)
+        t = max(0.0, used - bucket.capacity) / bucket.ceiling
+        if t > quota_bound:
+            quota_bound, busiest = t, "/".join(key)
+    total = sum(calls.values())
+    moto_bound = total / moto_rps if moto_rps else 0.0
+    minimum = max(quota_bound, moto_bound)
+    by_resource = {
+        f"{service}:{op}": round(v / max(1, functions if service in ("lambda", "iam") else 1), 4)
+        for (service, op), v in sorted(calls.items())
+        if v
+    }
+    failed = [o for o in outcomes if o.error is not None]
+    out = {
+        "sweep": label,
+        "targets": len(outcomes),
+        "failed_targets": len(failed),
+        "failed_errors": dict(Counter(o.error for o in failed if o.error)),
+        "wall_seconds": round(wall, 2),
+        "resources": dict(resources),
+        "functions": functions,
+        "aws_calls_total": total,
+        "aws_calls_by_operation": {f"{s}:{o}": v for (s, o), v in sorted(calls.items()) if v},
+        "calls_per_function_by_operation_lambda_iam": by_resource,
+        "lambda_target_calls_per_function": round(lambda_calls / max(1, functions), 3),
+        "shared_bucket_calls_per_function": round(shared / max(1, functions), 3),
+        "throttles": sum(v for code, v in errors.items() if "hrottl" in code or "TooMany" in code),
+        "error_codes": dict(errors),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_seconds_per_1000_resources": round(cpu / max(1, total_resources) * 1000, 3),
+        "cpu_seconds_per_1000_functions": round(cpu / max(1, functions) * 1000, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "quota_bound_seconds": round(quota_bound, 2),
+        "quota_bound_bucket": busiest,
+        "moto_bound_seconds": round(moto_bound, 2),
+        "minimum_seconds": round(minimum, 2),
+        "achieved_over_minimum": round(wall / minimum, 2) if minimum else None,
+    }
+    if latencies:
+        ordered = sorted(latencies)
+        out["metrics_scrape_ms"] = {
+            "count": len(latencies),
+            "p50": round(statistics.median(ordered) * 1000, 1),
+            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+            "max": round(ordered[-1] * 1000, 1),
+        }
+    return out
+
+
+def settings_for(policy: Path, args: argparse.Namespace, **shard: Any) -> Any:
+    from daemon.config import load_settings
+
+    return load_settings(
+        policy_file=policy,
+        http={"host": "127.0.0.1", "port": 0},
+        log={"level": "warning", "format": "json"},
+        reconciler={
+            "interval_seconds": args.interval,
+            "max_data_age_seconds": args.max_data_age,
+            "workers": args.workers,
+            "per_target_concurrency": args.per_target_concurrency,
+            "target_timeout_seconds": 3600,
+        },
+        aws={
+            "pacing": {"share": args.share, "quota_multiplier": args.quota_multiplier},
+            "max_inflight_per_account": args.max_inflight,
+        },
+        shard=shard or {},
+    )
+
+
+def state_series(registry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Compliance series (from the state store), timestamps left out (they differ per replica)."""
+    from daemon.metrics import names
+
+    state = {d.name for d in names.ALL if d.source == "state"}
+    out = {}
+    for family in registry.collect():
+        if family.name not in state or family.name.endswith("timestamp_seconds"):
+            continue
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def sharding_demo(
+    accounts: list[str], region: str, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    from daemon.app import Daemon
+    from daemon.policy import load_policy
+
+    policy = policy_file(accounts, [region], ["lambda"], tmp)
+
+    def daemon(**shard: Any) -> Daemon:
+        # every resource series, so the comparison is not cut by the per-replica series cap
+        settings = settings_for(policy, args, **shard)
+        settings = settings.model_copy(
+            update={"metrics": settings.metrics.model_copy(update={"resource_series_limit": 10**7})}
+        )
+        return Daemon(settings, load_policy(policy))
+
+    one = daemon(count=1, index=0)
+    halves = [daemon(count=2, index=i) for i in range(2)]
+    thirds = [daemon(count=3, index=i) for i in range(3)]
+    await asyncio.gather(one.reconciler.sweep_once(), *(h.reconciler.sweep_once() for h in halves))
+    for t in thirds:
+        await t.reconciler.refresh_targets()  # discovery only: who owns which account
+
+    def owned(d: Daemon) -> set[str]:
+        return {t.account_id for t in d.reconciler.targets}
+
+    single = state_series(one.registry)
+    union: dict[Any, float] = {}
+    overlap = 0
+    for h in halves:
+        series = state_series(h.registry)
+        overlap += len(union.keys() & series.keys())
+        union.update(series)
+    two = [owned(h) for h in halves]
+    three = [owned(t) for t in thirds]
+    moved = sum(
+        1
+        for a in accounts
+        if next(i for i, s in enumerate(two) if a in s)
+        != next(i for i, s in enumerate(three) if a in s)
+    )
+    for d in (one, *halves, *thirds):
+        await d.gateway.close()
+    return {
+        "accounts": len(accounts),
+        "replicas_of_2_accounts": [len(s) for s in two],
+        "replicas_of_3_accounts": [len(s) for s in three],
+        "union_of_2_equals_1": union == single,
+        "series_one_replica": len(single),
+        "series_union_of_2": len(union),
+        "series_in_both_replicas": overlap,
+        "accounts_lost_2": len(set(accounts) - set().union(*two)),
+        "accounts_doubled_2": sum(len(s) for s in two) - len(set().union(*two)),
+        "accounts_lost_3": len(set(accounts) - set().union(*three)),
+        "accounts_doubled_3": sum(len(s) for s in three) - len(set().union(*three)),
+        "accounts_moved_2_to_3": moved,
+    }
+
+
+async def three_sweeps(
+    accounts: list[str],
+    regions: list[str],
+    args: argparse.Namespace,
+    tmp: Path,
+    report: dict[str, Any],
+) -> None:
+    """Cold, steady (no change) and 1% changed sweeps, one interval apart on the virtual clock."""
+    from daemon.app import Daemon
+    from daemon.policy import load_policy
+
+    policy = policy_file(accounts, regions, ["lambda", "ecr", "ecs", "rds"], tmp)
+    clock = VirtualClock(args.interval)
+    daemon = Daemon(settings_for(policy, args), load_policy(policy), clock=clock)
+    await daemon.http.start()
+    rps = report["moto_requests_per_second"]
+    sweeps = []
+    try:
+        clock.start_sweep(0)
+        sweeps.append(await measure_sweep(daemon, "cold", rps, True))
+        print(table(sweeps), flush=True)
+        clock.start_sweep(1)
+        sweeps.append(await measure_sweep(daemon, "steady", rps, True))
+        report["changed_functions"] = await change(accounts, regions, args.functions, args.changed)
+        clock.start_sweep(2)
+        sweeps.append(await measure_sweep(daemon, f"changed-{args.changed:.0%}", rps, False))
+    finally:
+        await daemon.http.stop()
+        await daemon.gateway.close()
+    report["sweeps"] = sweeps
+    # every call of the Lambda targets in the steady sweep (listings, lookups and one interval's
+    # share of the rolling refresh), per function
+    report["steady_calls_per_unchanged_function"] = sweeps[1]["lambda_target_calls_per_function"]
+    print(table(sweeps), flush=True)
+
+
+def table(rows: Iterable[dict[str, Any]]) -> str:
+    cols = [
+        ("sweep", "sweep"),
+        ("wall_seconds", "wall s"),
+        ("minimum_seconds", "min s"),
+        ("achieved_over_minimum", "ach/min"),
+        ("aws_calls_total", "calls"),
+        ("lambda_target_calls_per_function", "calls/fn"),
+        ("shared_bucket_calls_per_function", "shared/fn"),
+        ("cpu_seconds_per_1000_functions", "cpu s/1k fn"),
+        ("peak_rss_mb", "RSS MB"),
+        ("failed_targets", "failed"),
+        ("throttles", "throttles"),
+    ]
+    lines = [" | ".join(h for _, h in cols)]
+    lines.append(" | ".join("-" * len(h) for _, h in cols))
+    for r in rows:
+        lines.append(" | ".join(str(r.get(k, "")) for k, _ in cols))
+    return "\n".join(lines)
+
+
+def _environment() -> None:
+    """Simulated AWS only: fake credentials, no POSTURE_* overrides, quiet logs."""
+    for key in [k for k in os.environ if k.startswith("POSTURE_")]:
+        os.environ.pop(key)
+    from daemon.logging import setup_logging
+
+    setup_logging("warning", "json")
+    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = "us-east-1"
+    os.environ.pop("AWS_PROFILE", None)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    _environment()
+    accounts = accounts_of(args.accounts)
+    regions = list(REGIONS[: args.regions])
+    moto = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "_moto", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert moto.stdout is not None and moto.stdin is not None
+    url = (await moto.stdout.readline()).decode().strip()
+    os.environ["AWS_ENDPOINT_URL"] = url
+    report: dict[str, Any] = {
+        "sizes": {
+            "accounts": args.accounts,
+            "regions": len(regions),
+            "functions_per_region": args.functions,
+            "changed_fraction": args.changed,
+        },
+        "settings": {
+            "share": args.share,
+            "quota_multiplier": args.quota_multiplier,
+            "interval_seconds": args.interval,
+            "max_data_age_seconds": args.max_data_age,
+            "workers": args.workers,
+            "per_target_concurrency": args.per_target_concurrency,
+            "max_inflight_per_account": args.max_inflight,
+        },
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+    try:
+        started = time.monotonic()
+        seeder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "_seed",
+            str(args.accounts),
+            str(len(regions)),
+            str(args.functions),
+            env=os.environ.copy(),
+        )
+        if await seeder.wait() != 0:
+            raise SystemExit("seeding failed")
+        report["seed_seconds"] = round(time.monotonic() - started, 1)
+        print(f"seeded in {report['seed_seconds']} s", flush=True)
+        report["moto_requests_per_second"] = round(
+            await moto_throughput(accounts[0], regions[0]), 1
+        )
+        print(f"moto: {report['moto_requests_per_second']} requests/s", flush=True)
+
+        tmp = Path(tempfile.mkdtemp(prefix="posture-bench-"))
+        await three_sweeps(accounts, regions, args, tmp, report)
+        if not args.skip_sharding:
+            report["sharding"] = await sharding_demo(accounts, regions[0], args, tmp)
+            print(json.dumps(report["sharding"], indent=1), flush=True)
+    finally:
+        moto.stdin.close()
+        await asyncio.wait_for(moto.wait(), timeout=30)
+    return report
+
+
+def cli() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_moto":
+        run_moto()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_seed":
+        n_accounts, n_regions, n_functions = (int(v) for v in sys.argv[2:5])
+        asyncio.run(seed(accounts_of(n_accounts), list(REGIONS[:n_regions]), n_functions))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=20)
+    parser.add_argument("--regions", type=int, default=3, choices=(1, 2, 3))
+    parser.add_argument("--functions", type=int, default=100, help="per account-region")
+    parser.add_argument("--changed", type=float, default=0.01, help="fraction changed")
+    parser.add_argument("--share", type=float, default=0.5)
+    parser.add_argument("--quota-multiplier", type=float, default=1.0)
+    parser.add_argument("--interval", type=float, default=300.0)
+    parser.add_argument("--max-data-age", type=float, default=3600.0)
+    parser.add_argument("--workers", type=int, default=64)
+    parser.add_argument("--per-target-concurrency", type=int, default=8)
+    parser.add_argument("--max-inflight", type=int, default=20)
+    parser.add_argument("--skip-sharding", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "scale-results.json")
+    args = parser.parse_args()
+    report = asyncio.run(main(args))
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"results: {args.out}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,114 @@
+"""The per-resource detail cache: change detection and the rolling refresh, with injected `now`."""
+
+from __future__ import annotations
+
+import math
+
+from daemon.collectors.awslambda import change_key
+from daemon.collectors.cache import DetailCache, phase, refresh_due
+
+SCOPE = ("111111111111", "eu-west-1")
+HOUR = 3600.0
+
+
+def arns(n: int) -> list[str]:
+    return [f"arn:aws:lambda:eu-west-1:111111111111:function:fn-{i}" for i in range(n)]
+
+
+def test_a_detail_is_served_until_its_change_key_differs() -> None:
+    cache: DetailCache[str] = DetailCache(HOUR)
+    cache.put(SCOPE, "a", ("rev-1",), "detail", now=0.0)
+    hit = cache.get(SCOPE, "a", ("rev-1",), now=0.5)
+    assert hit is not None and hit.value == "detail" and hit.fetched_at == 0.0
+    assert cache.get(SCOPE, "a", ("rev-2",), now=0.5) is None  # changed
+    assert cache.get(("222222222222", "eu-west-1"), "a", ("rev-1",), now=0.5) is None
+    cache.invalidate(SCOPE, "a")  # a change event
+    assert cache.get(SCOPE, "a", ("rev-1",), now=0.5) is None
+    assert cache.hits == 1 and cache.misses == 3
+
+
+def test_no_detail_is_served_older_than_max_age() -> None:
+    interval = 300.0
+    for resource in arns(200):
+        fetched = 12345.0
+        t = fetched
+        while not refresh_due(resource, fetched, t, HOUR, lookahead=interval):
+            t += interval
+        # refreshed in the sweep before its boundary: the detail it replaced was at most
+        # max_age old, and it was not refreshed needlessly early (within one period)
+        assert t - fetched <= HOUR
+        assert t - fetched >= 0
+
+
+def test_refreshes_are_spread_evenly_over_the_sweeps() -> None:
+    """Cold sweep at 0 reads 2,000 functions; then sweeps every 300 s for 3 hours.
+
+    Every sweep refreshes about the same share (interval / max_age of the estate), instead of
+    everything at once when the hour is up; and each function is refreshed about once per hour.
+    """
+    interval, n = 300.0, 2000
+    cache: DetailCache[int] = DetailCache(HOUR, lookahead=interval)
+    resources = arns(n)
+    for r in resources:
+        cache.put(SCOPE, r, "k", 0, now=0.0)
+    refreshed_per_sweep = []
+    oldest = 0.0
+    for sweep in range(1, 37):
+        now = sweep * interval
+        count = 0
+        for r in resources:
+            entry = cache.get(SCOPE, r, "k", now)
+            if entry is None:
+                cache.put(SCOPE, r, "k", sweep, now)
+                count += 1
+            else:
+                oldest = max(oldest, now - entry.fetched_at)
+        refreshed_per_sweep.append(count)
+    expected = n * interval / HOUR  # ~167
+    assert all(abs(c - expected) < expected * 0.35 for c in refreshed_per_sweep), (
+        refreshed_per_sweep
+    )
+    assert sum(refreshed_per_sweep) == 3 * n  # once per hour each
+    assert oldest < HOUR  # served detail never reached max_age
+
+
+def test_max_age_zero_disables_the_cache() -> None:
+    cache: DetailCache[str] = DetailCache(0)
+    cache.put(SCOPE, "a", "k", "v", now=0.0)
+    assert cache.size() == 0
+    assert cache.get(SCOPE, "a", "k", now=0.0) is None
+    assert refresh_due("a", 0.0, 0.0, 0.0)
+
+
+def test_retain_forgets_deleted_resources() -> None:
+    cache: DetailCache[str] = DetailCache(HOUR)
+    for r in ("a", "b", "c"):
+        cache.put(SCOPE, r, "k", r, now=0.0)
+    cache.retain(SCOPE, ["a", "c"])
+    assert cache.size(SCOPE) == 2
+    cache.invalidate(SCOPE)
+    assert cache.size() == 0
+
+
+def test_phases_are_stable_and_uniform() -> None:
+    values = [phase(r) for r in arns(4000)]
+    assert values == [phase(r) for r in arns(4000)]
+    assert all(0 <= v < 1 for v in values)
+    deciles = [sum(1 for v in values if math.floor(v * 10) == d) for d in range(10)]
+    assert all(300 < c < 500 for c in deciles), deciles
+
+
+def test_lambda_change_key_follows_what_list_functions_returns() -> None:
+    raw = {
+        "FunctionName": "orders",
+        "RevisionId": "r1",
+        "CodeSha256": "abc",
+        "LastModified": "2026-01-01T00:00:00.000+0000",
+    }
+    versions = [{"Version": "1", "RevisionId": "v1", "CodeSha256": "abc"}]
+    key = change_key(raw, versions)
+    assert key == change_key(dict(raw), list(reversed(versions)))
+    assert key != change_key({**raw, "RevisionId": "r2"}, versions)
+    assert key != change_key({**raw, "LastModified": "2026-01-02T00:00:00.000+0000"}, versions)
+    published = [*versions, {"Version": "2", "RevisionId": "v2", "CodeSha256": "def"}]
+    assert key != change_key(raw, published)  # a new published version
