@@ -69,6 +69,16 @@ _SERVICE_BUCKETS: Mapping[str, str] = {
     "apigateway": "apigateway",
 }
 UNPACED_SERVICES = frozenset({"sts"})  # credentials: the hub's calls, never a member's quota
+# Global services meter per account, whatever region the client names: one bucket per account.
+GLOBAL_SERVICES = frozenset({"iam"})
+GLOBAL_REGION = "global"  # the aws_region of a global service's bucket
+
+
+def bucket_key(account_id: str, region: str, service: str, operation: str) -> tuple[str, str, str]:
+    """(account, region, bucket) of an operation; a global service's region is "global"."""
+    if service in GLOBAL_SERVICES:
+        region = GLOBAL_REGION
+    return account_id, region, bucket_for(service, operation)
 
 
 def bucket_for(service: str, operation: str) -> str:
@@ -185,7 +195,7 @@ class Pacer:
         """Wait for a token of the operation's bucket (no-op when pacing is off)."""
         if not self.enabled or service in UNPACED_SERVICES:
             return
-        delay = self.bucket(account_id, region, bucket_for(service, operation)).reserve()
+        delay = self.bucket(*bucket_key(account_id, region, service, operation)).reserve()
         if delay > 0:
             await self._sleep(delay)
 
@@ -195,7 +205,7 @@ class Pacer:
         """The answer to one attempt (called by the botocore hook): AIMD."""
         if not self.enabled or service in UNPACED_SERVICES:
             return
-        key = (account_id, region, bucket_for(service, operation))
+        key = bucket_key(account_id, region, service, operation)
         bucket = self._buckets.get(key)
         if bucket is None:
             return  # not a paced call (e.g. made outside AwsApi)

@@ -345,7 +345,8 @@ RATE_LIMIT = _d(
     "posture_aws_rate_limit",
     "gauge",
     "Current pacing rate in requests/s of a quota bucket (share x quota, lowered on throttling "
-    "and restored on success: AIMD).",
+    "and restored on success: AIMD). Global services (IAM) have one bucket per account, "
+    'aws_region="global".',
     (ACCOUNT, REGION, "bucket"),
     "health",
 )

@@ -36,6 +36,31 @@ def test_lambda_operations_map_to_their_quota_buckets() -> None:
     assert pacing.QUOTAS["lambda-control"].rate == 15
 
 
+def test_a_global_service_has_one_bucket_per_account_whatever_the_region() -> None:
+    clock = Clock()
+    pacer = Pacer({"iam": 10.0, "lambda-control": 10.0}, 1.0, clock=clock, sleep=clock.sleep)
+
+    async def calls() -> None:
+        for region in ("us-east-1", "eu-west-1", "ap-south-1"):
+            for _ in range(10):
+                await pacer.acquire("111111111111", region, "iam", "GetRole")
+                await pacer.acquire("111111111111", region, "lambda", "ListFunctions")
+
+    start = clock.t
+    asyncio.run(calls())
+    keys = set(pacer.buckets())
+    assert ("111111111111", "global", "iam") in keys
+    assert not [k for k in keys if k[2] == "iam" and k[1] != "global"]
+    assert len([k for k in keys if k[2] == "lambda-control"]) == 3  # Lambda meters per region
+    iam = pacer.buckets()[("111111111111", "global", "iam")]
+    assert iam.granted == 30
+    # 30 IAM calls through one 10/s bucket (a burst of 10, then 20 at 10/s): about 2 s, where a
+    # bucket per region would have let all 30 through in the burst
+    assert clock.t - start == pytest.approx(2.0, abs=0.2)
+    pacer.feedback("111111111111", "eu-west-1", "iam", "GetRole", throttled=True)
+    assert iam.rate == pytest.approx(5.0)
+
+
 def test_bucket_spaces_calls_at_its_rate() -> None:
     clock = Clock()
     bucket = TokenBucket(7.5, clock)
