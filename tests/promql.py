@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import promql_parser
@@ -15,6 +17,15 @@ from daemon.metrics import names
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 # Prometheus' own series a rule may read besides the daemon's: the scrape's up.
 PROMETHEUS_SERIES = frozenset({"up"})
+
+
+def tool(name: str, *args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
+    """Run promtool or amtool (Debian's prometheus and prometheus-alertmanager packages)."""
+    exe = shutil.which(name)
+    assert exe, f"{name} is required (Debian packages prometheus, prometheus-alertmanager)"
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
+    )
 
 
 def metric_names(expr: str) -> set[str]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import pytest
 import yaml
 
 from daemon import DOCS_URL
-from tests.promql import DEPLOY, known_names, metric_names, template_queries
+from tests.promql import DEPLOY, known_names, metric_names, template_queries, tool
 
 ROOT = DEPLOY.parents[1]
 RULES = DEPLOY / "alerts.rules.yml"
@@ -45,14 +43,6 @@ RECEIVERS = {
 def alerts() -> list[dict[str, Any]]:
     doc = yaml.safe_load(RULES.read_text())
     return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
-
-
-def tool(name: str, *args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which(name)
-    assert exe, f"{name} is required (Debian packages prometheus, prometheus-alertmanager)"
-    return subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
-    )
 
 
 def _duration_seconds(text: str) -> int:

@@ -4,36 +4,27 @@ the file is valid, its unit tests pass, and it only reads metrics the daemon exp
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from daemon.metrics import names
+from tests.promql import tool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = DEPLOY / "concurrency.rules.yml"
 RULE_TESTS = DEPLOY / "tests" / "concurrency.test.yml"
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    assert exe, "promtool is required (Debian package prometheus; `make system-deps`)"
-    return subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=60, check=False, cwd=DEPLOY
-    )
-
-
 def test_rule_file_is_valid() -> None:
-    proc = promtool("check", "rules", str(RULES))
+    proc = tool("promtool", "check", "rules", str(RULES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS: 6 rules found" in proc.stdout
 
 
 def test_rule_unit_tests_pass() -> None:
-    proc = promtool("test", "rules", str(RULE_TESTS))
+    proc = tool("promtool", "test", "rules", str(RULE_TESTS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
 
@@ -54,5 +45,5 @@ def test_a_rule_test_fails_when_the_rule_is_wrong(tmp_path: Path, name: str) -> 
     (tmp_path / "tests").mkdir()
     (tmp_path / "concurrency.rules.yml").write_text(RULES.read_text().replace(name, name + "_typo"))
     (tmp_path / "tests" / "concurrency.test.yml").write_text(RULE_TESTS.read_text())
-    proc = promtool("test", "rules", str(tmp_path / "tests" / "concurrency.test.yml"))
+    proc = tool("promtool", "test", "rules", str(tmp_path / "tests" / "concurrency.test.yml"))
     assert proc.returncode != 0 and "FAILED" in proc.stdout + proc.stderr
