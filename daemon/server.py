@@ -1,8 +1,10 @@
 """HTTP endpoints: /metrics, /livez, /readyz.
 
-The exposition is rendered in a worker thread from immutable state, so a large scrape never stalls
-the event loop; /livez is answered by the event loop itself and also checks that a heartbeat task
-has run recently, so a starved or blocked loop fails the probe.
+/metrics is rendered in a worker thread from immutable state, so a large scrape never stalls the
+event loop, and mostly from text cached per target result (daemon/metrics/exposition.py), so it
+stays fast while a sweep keeps the event loop busy. /livez is answered by the event loop itself
+and also checks that a heartbeat task has run recently, so a starved or blocked loop fails the
+probe.
 
 Bad clients cannot hurt the loop: request lines and headers are capped by aiohttp (8 KiB each,
 128 headers: 400/431 beyond), bodies by `client_max_size`, unknown paths and methods get 404/405,
@@ -20,10 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from daemon.config import HttpSettings
+from daemon.metrics.exposition import Exposition
 from daemon.webconfig import AUTH_REALM, WebConfigHolder
 
 HEARTBEAT_SECONDS = 1.0
@@ -51,7 +52,7 @@ ReadyCheck = Callable[[], tuple[bool, str]]
 
 
 def build_app(
-    registry: CollectorRegistry,
+    exposition: Exposition,
     heartbeat: Heartbeat,
     ready: ReadyCheck,
     web_config: WebConfigHolder | None = None,
@@ -77,9 +78,9 @@ def build_app(
         return response
 
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        accept = request.headers.get("Accept", "")
         loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(None, encoder, registry)
+        body, content_type = await loop.run_in_executor(None, exposition.render, accept)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def livez(_request: web.Request) -> web.Response:

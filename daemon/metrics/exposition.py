@@ -1,0 +1,421 @@
+"""What /metrics serves, fast: the compliance state rendered once per published result.
+
+The state collector (daemon/metrics/collector.py) builds every state family from the whole store
+at each scrape: about 30,000 series at 6,000 Lambda functions, seconds of CPU while a sweep holds
+the GIL. Here a scrape is mostly a join of cached strings:
+
+- `StateText` keeps, per target, the sample lines of each family rendered from one
+  `TargetResult`. A target is rendered again only when the store holds another result object for
+  it (a publish replaces the object; identity is the test), lazily, in the scrape's worker thread,
+  so the event loop pays nothing. Only targets of the current view are rendered and kept: dropped
+  or unassigned targets vanish from the output and the cache at the next scrape. (The previous
+  result of a re-published target stays referenced by the cache until that next scrape.)
+  The small, fast-changing parts (target health, account up/info, control info, the cap of the
+  per-resource series) are put together at scrape time from per-target pieces.
+- `Exposition.render` chooses the format from the Accept header with prometheus_client's
+  `choose_encoder`, as before. Every collector of the registry except the state collector (the
+  daemon's own counters and histograms, the process collector: a few hundred series) is encoded by
+  that encoder; the state text is spliced in at the state collector's place in the registry
+  (before OpenMetrics' `# EOF`). The HELP/TYPE headers of the state families come from the chosen
+  encoder itself (over empty families), once per content type; a probe checks, once per content
+  type, that our sample lines are byte-identical to the encoder's for the same samples (label
+  order, label value escaping, float formatting). Where they are not (`escaping=dots` or
+  `escaping=values` rename every metric), the generic encoder renders the whole registry instead;
+  Prometheus asks for allow-utf-8 or underscores, which keep our names.
+
+Family order, series and values are those of `StateCollector.collect()`; the tests compare both
+paths sample by sample, and `bench/exposition.py` measures them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from daemon.measures import Sample
+from daemon.metrics import names as n
+from daemon.metrics.collector import BUILT_IN_ORDER, StateCollector, state_families
+from daemon.model import Severity, Target
+from daemon.state import StoreView, TargetHealth, TargetResult
+
+Encoder = Callable[[Collector], bytes]
+Pairs = Iterable[tuple[str, str]]
+
+SEVERITIES = tuple(sorted(Severity, key=lambda s: -s.rank))  # most severe first
+# prometheus_client's own float formatting (Go's), so values read as the encoder writes them
+go_float: Callable[[float], str] = floatToGoString
+_FORMATS_KEPT = 16  # content types remembered (they come from clients' Accept headers)
+
+
+def escape(value: str) -> str:
+    """A label value as both text formats write it: backslash, newline and quote escaped."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def line(name: str, labels: Pairs, value: float) -> str:
+    """One sample line as prometheus_client writes it (labels sorted by name)."""
+    pairs = sorted(labels)
+    if not pairs:
+        return f"{name} {go_float(value)}\n"
+    inner = ",".join([f'{k}="{escape(v)}"' for k, v in pairs])
+    return f"{name}{{{inner}}} {go_float(value)}\n"
+
+
+def first_lines(text: str, count: int) -> str:
+    """The first `count` lines of rendered sample lines (values never hold a raw newline)."""
+    return "\n".join(text.split("\n", count)[:count]) + "\n"
+
+
+def _target_pairs(target: Target) -> tuple[tuple[str, str], ...]:
+    return ((n.ACCOUNT, target.account_id), (n.REGION, target.region), (n.SERVICE, target.service))
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunks:
+    """The text of one target, rendered from `result`."""
+
+    result: TargetResult
+    counts: tuple[str, str, str, str, str]  # violations, evaluated, errors, exemptions, resources
+    resources: tuple[tuple[str, int], ...]  # per-resource series per severity (SEVERITIES): text, n
+    samples: Mapping[str, str]  # measure family -> lines
+    controls: frozenset[str]  # the controls in the result (enabled ones): control_info
+
+
+class StateText:
+    """The state families' text, cached per target; thread-safe (scrapes may overlap)."""
+
+    def __init__(self, collector: StateCollector) -> None:
+        self.collector = collector
+        self.families = state_families()
+        self._measures = {d.name: d for d in self.families[len(BUILT_IN_ORDER) :]}
+        self._lock = threading.Lock()
+        self._targets: dict[Target, _Chunks] = {}
+        self._health: dict[Target, tuple[TargetHealth, tuple[str, str, str, str]]] = {}
+        self._policy: tuple[tuple[Sample, ...], Mapping[str, str]] | None = None
+        self.rendered = 0  # target results rendered so far (for the benchmark)
+
+    def cached(self) -> frozenset[Target]:
+        """The targets whose text is kept (those of the view at the last scrape)."""
+        return frozenset(self._targets)
+
+    def render(self, headers: Sequence[str]) -> list[str]:
+        """The state exposition as string pieces; headers[i] goes before family i's samples."""
+        with self._lock:
+            return self._render(self.collector.store.view(), headers)
+
+    def _render(self, view: StoreView, headers: Sequence[str]) -> list[str]:
+        cache = self._targets
+        kept: dict[Target, _Chunks] = {}
+        for target, result in sorted(view.results.items()):
+            c = cache.get(target)
+            if c is None or c.result is not result:
+                c = self._render_target(target, result)
+                self.rendered += 1
+            kept[target] = c
+        self._targets = kept  # targets gone from the view leave the cache
+        chunks = list(kept.values())
+
+        out: list[str] = []
+        header = iter(headers)
+        for i in range(5):  # violations, evaluated, errors, exemptions, resources
+            out.append(next(header))
+            out.extend([c.counts[i] for c in chunks])
+        out.append(next(header))
+        skipped = self._resource_series(chunks, out)
+        out.append(next(header))
+        out.append(line(n.RESOURCE_SERIES_DROPPED.name, (), skipped))
+        self._health_lines(view, header, out)
+        out.append(next(header))
+        out.extend(
+            line(n.ACCOUNT_UP.name, ((n.ACCOUNT, account),), 1.0 if ok else 0.0)
+            for account, ok in sorted(view.account_up.items())
+        )
+        out.append(next(header))
+        out.extend(
+            line(n.ACCOUNT_INFO.exposed, ((n.ACCOUNT, account), ("account_name", name)), 1)
+            for account, name in sorted(view.account_names.items())
+        )
+        out.append(next(header))
+        out.extend(self._control_info(frozenset().union(*(c.controls for c in chunks))))
+        policy = self._policy_lines(view.policy_samples)
+        for name in self._measures:
+            out.append(next(header))
+            out.append(policy.get(name, ""))
+            out.extend([c.samples.get(name, "") for c in chunks])
+        return out
+
+    def _render_target(self, target: Target, result: TargetResult) -> _Chunks:
+        t = _target_pairs(target)
+
+        def lines(d: n.MetricDef, rows: Iterable[tuple[Pairs, float]]) -> str:
+            return "".join([line(d.name, (*t, *extra), value) for extra, value in rows])
+
+        r = result
+        violations = [
+            ((("control", c), ("severity", sev.value)), v)
+            for (c, sev), v in sorted(r.violations.items())
+        ]
+        evaluated = [((("control", c),), v) for c, v in sorted(r.evaluated.items())]
+        errors = [((("control", c),), v) for c, v in sorted(r.errors.items())]
+        exemptions = [
+            ((("control", c), ("state", s)), v) for (c, s), v in sorted(r.exemptions.items())
+        ]
+        resources = [((("resource_type", k),), v) for k, v in sorted(r.resources.items())]
+        per_severity = []
+        for severity in SEVERITIES:
+            label = severity.value
+            rows: list[tuple[Pairs, float]] = [
+                ((("control", v.control), ("severity", label), ("resource", v.resource)), 1)
+                for v in r.resource_violations
+                if v.severity is severity
+            ]
+            per_severity.append((lines(n.RESOURCE_VIOLATION, rows), len(rows)))
+        return _Chunks(
+            result=result,
+            counts=(
+                lines(n.VIOLATIONS, violations),
+                lines(n.EVALUATED, evaluated),
+                lines(n.EVALUATION_ERRORS, errors),
+                lines(n.EXEMPTIONS, exemptions),
+                lines(n.RESOURCES, resources),
+            ),
+            resources=tuple(per_severity),
+            samples=self._sample_lines(r.samples, dict(t)),
+            controls=frozenset(control for control, _ in r.violations),
+        )
+
+    def _sample_lines(self, samples: Iterable[Sample], ids: Mapping[str, str]) -> dict[str, str]:
+        """The measures' lines by family; `ids` are the target labels (none for the policy's)."""
+        families: dict[str, list[str]] = {}
+        for s in samples:
+            d = self._measures.get(s.metric)
+            if d is None:
+                continue
+            pairs = [
+                (label, ids[label] if label in ids else s.labels.get(label, ""))
+                for label in d.labels
+            ]
+            families.setdefault(d.name, []).append(line(d.name, pairs, s.value))
+        return {name: "".join(lines) for name, lines in families.items()}
+
+    def _policy_lines(self, samples: tuple[Sample, ...]) -> Mapping[str, str]:
+        if self._policy is None or self._policy[0] is not samples:
+            self._policy = (samples, self._sample_lines(samples, {}))
+        return self._policy[1]
+
+    def _resource_series(self, chunks: Sequence[_Chunks], out: list[str]) -> int:
+        """posture_resource_violation under the cap: most severe first across all targets, then
+        the sorted targets, then each target's order. Returns the series the cap dropped."""
+        settings = self.collector.settings
+        limit = settings.resource_series_limit if settings.resource_series else 0
+        emitted = skipped = 0
+        for i in range(len(SEVERITIES)):
+            for c in chunks:
+                text, count = c.resources[i]
+                if not count:
+                    continue
+                take = max(0, min(count, limit - emitted))
+                if take == count:
+                    out.append(text)
+                elif take:
+                    out.append(first_lines(text, take))
+                emitted += take
+                if settings.resource_series:
+                    skipped += count - take  # dropped by the cap (not by turning them off)
+        return skipped
+
+    def _health_lines(self, view: StoreView, header: Iterator[str], out: list[str]) -> None:
+        cache = self._health
+        rows: list[tuple[str, str, str, str]] = []
+        kept: dict[Target, tuple[TargetHealth, tuple[str, str, str, str]]] = {}
+        for target, h in sorted(view.health.items()):
+            cached = cache.get(target)
+            if cached is None or cached[0] is not h:
+                t = _target_pairs(target)
+                cached = (
+                    h,
+                    (
+                        line(n.TARGET_UP.name, t, 1.0 if h.up else 0.0) if h.attempted else "",
+                        line(n.TARGET_LAST_SUCCESS.name, t, h.last_success),
+                        line(n.TARGET_LAST_ATTEMPT.name, t, h.last_attempt) if h.attempted else "",
+                        line(n.TARGET_FAILURES.name, t, h.consecutive_failures),
+                    ),
+                )
+            kept[target] = cached
+            rows.append(cached[1])
+        self._health = kept
+        for i in range(4):  # up, last success, last attempt, consecutive failures
+            out.append(next(header))
+            out.extend([r[i] for r in rows])
+
+    def _control_info(self, enabled: frozenset[str]) -> Iterator[str]:
+        controls = self.collector.controls
+        for control_id in sorted(enabled):
+            c = controls.get(control_id)
+            if c is None:
+                continue
+            yield line(
+                n.CONTROL_INFO.exposed,
+                (
+                    ("control", control_id),
+                    (n.SERVICE, c.service),
+                    ("severity", c.severity.value),
+                    ("resource_type", c.resource_type),
+                    ("title", c.title),
+                    ("security_hub", c.security_hub or ""),
+                ),
+                1,
+            )
+
+
+class Registry(CollectorRegistry):
+    """A CollectorRegistry that remembers its collectors in registration order, so `Exposition`
+    can encode all of them but the state collector (public API only; no private fields)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._order: list[Collector] = []
+        self._order_lock = threading.Lock()
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        with self._order_lock:
+            self._order.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        with self._order_lock:
+            self._order.remove(collector)
+
+    def collectors(self) -> list[Collector]:
+        with self._order_lock:
+            return list(self._order)
+
+
+class _Collectors:
+    """Some collectors of a registry, collected as the registry would (target_info first)."""
+
+    def __init__(
+        self, collectors: Sequence[Collector], target_info: Mapping[str, str] | None = None
+    ) -> None:
+        self.collectors = collectors
+        self.target_info = target_info
+
+    def collect(self) -> Iterator[Metric]:
+        if self.target_info:
+            m = Metric("target", "Target metadata", "info")
+            m.add_sample("target_info", dict(self.target_info), 1)
+            yield m
+        for c in self.collectors:
+            yield from c.collect()
+
+
+class _Metrics:
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.metrics
+
+
+# Exercises every escape, a non-ASCII letter and the float formatting.
+_PROBE_VALUE = 'a\\b"c\nd\u00e9'
+_PROBE_SAMPLE = 12345678.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Format:
+    headers: tuple[str, ...] | None  # per state family; None: our lines differ, encode generically
+    trailer: bytes  # what the encoder writes after the last family (OpenMetrics' "# EOF\n")
+
+
+def _family(d: n.MetricDef, sample: bool) -> Metric:
+    m = Metric(d.name, d.help, d.type)
+    if sample:
+        m.add_sample(d.exposed, dict.fromkeys(d.labels, _PROBE_VALUE), _PROBE_SAMPLE)
+    return m
+
+
+def _strip(body: bytes, trailer: bytes) -> bytes:
+    return body[: len(body) - len(trailer)] if trailer and body.endswith(trailer) else body
+
+
+def _probe(encoder: Encoder, families: Sequence[n.MetricDef]) -> _Format:
+    """The state families' headers as `encoder` writes them, if our sample lines are its own."""
+    trailer = encoder(_Metrics([]))
+    empty = _strip(encoder(_Metrics([_family(d, False) for d in families])), trailer)
+    headers: list[str] = []
+    for text in empty.decode().splitlines(keepends=True):
+        if text.startswith("# HELP ") or not headers:
+            headers.append(text)
+        else:
+            headers[-1] += text
+    if len(headers) != len(families):
+        return _Format(None, trailer)
+    expected = "".join(
+        h + line(d.exposed, ((label, _PROBE_VALUE) for label in d.labels), _PROBE_SAMPLE)
+        for h, d in zip(headers, families, strict=True)
+    )
+    probed = encoder(_Metrics([_family(d, True) for d in families]))
+    if probed != expected.encode() + trailer:
+        return _Format(None, trailer)
+    return _Format(tuple(headers), trailer)
+
+
+class Exposition:
+    """Renders the registry for one scrape: `render(accept) -> (body, content type)`."""
+
+    def __init__(self, registry: CollectorRegistry, state: StateCollector | None = None) -> None:
+        self.registry = registry
+        self.state = state
+        self.text = StateText(state) if state is not None else None
+        self._formats: dict[str, _Format] = {}
+        self._formats_lock = threading.Lock()
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)
+        parts = self._split()
+        if parts is None or self.text is None:
+            return encoder(self.registry), content_type
+        fmt = self._format(encoder, content_type)
+        if fmt.headers is None:
+            return encoder(self.registry), content_type
+        before, after = parts
+        head = _strip(encoder(_Collectors(before, self.registry.get_target_info())), fmt.trailer)
+        state = "".join(self.text.render(fmt.headers)).encode()
+        return b"".join((head, state, encoder(_Collectors(after)))), content_type
+
+    def serves_cached(self, accept: str) -> bool:
+        """Whether a scrape with this Accept header is served from the cached state text."""
+        encoder, content_type = choose_encoder(accept)
+        if self._split() is None or self.text is None:
+            return False
+        return self._format(encoder, content_type).headers is not None
+
+    def _split(self) -> tuple[list[Collector], list[Collector]] | None:
+        """The collectors before and after the state collector (None: encode generically)."""
+        if not isinstance(self.registry, Registry) or self.state is None:
+            return None
+        collectors = self.registry.collectors()
+        for i, c in enumerate(collectors):
+            if c is self.state:
+                return collectors[:i], collectors[i + 1 :]
+        return None
+
+    def _format(self, encoder: Encoder, content_type: str) -> _Format:
+        with self._formats_lock:
+            fmt = self._formats.get(content_type)
+            if fmt is None:
+                assert self.text is not None
+                fmt = _probe(encoder, self.text.families)
+                if len(self._formats) >= _FORMATS_KEPT:
+                    self._formats.clear()
+                self._formats[content_type] = fmt
+            return fmt
