@@ -29,6 +29,7 @@ paths sample by sample, and `bench/exposition.py` measures them.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,6 @@ from daemon.model import Severity, Target
 from daemon.state import StoreView, TargetHealth, TargetResult
 
 Encoder = Callable[[Collector], bytes]
-Pairs = Iterable[tuple[str, str]]
 
 SEVERITIES = tuple(sorted(Severity, key=lambda s: -s.rank))  # most severe first
 # prometheus_client's own float formatting (Go's), so values read as the encoder writes them
@@ -59,22 +59,38 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def line(name: str, labels: Pairs, value: float) -> str:
-    """One sample line as prometheus_client writes it (labels sorted by name)."""
-    pairs = sorted(labels)
-    if not pairs:
-        return f"{name} {go_float(value)}\n"
-    inner = ",".join([f'{k}="{escape(v)}"' for k, v in pairs])
-    return f"{name}{{{inner}}} {go_float(value)}\n"
+# Label values from a small vocabulary (controls, severities, regions, kinds...), escaped once.
+escape_word: Callable[[str], str] = functools.lru_cache(maxsize=16384)(escape)
+_count: Callable[[float], str] = functools.lru_cache(maxsize=4096)(go_float)
 
 
-def first_lines(text: str, count: int) -> str:
+class Template:
+    """The sample lines of one family as prometheus_client writes them: labels in name order.
+    `values` come in the family's label order (MetricDef.labels), already escaped."""
+
+    __slots__ = ("fmt",)
+
+    def __init__(self, name: str, labels: Sequence[str]) -> None:
+        order = sorted(range(len(labels)), key=labels.__getitem__)
+        inner = ",".join(f'{labels[i]}="{{{i}}}"' for i in order)
+        # metric and label names are legacy names: no braces in them
+        self.fmt = name + ("{{" + inner + "}}" if labels else "") + f" {{{len(labels)}}}\n"
+
+    def __call__(self, values: Sequence[str], value: str) -> str:
+        """One line; `value` formatted by go_float."""
+        return self.fmt.format(*values, value)
+
+
+TEMPLATES = {d: Template(d.exposed, d.labels) for d in state_families()}
+
+
+def first_lines(text: bytes, count: int) -> bytes:
     """The first `count` lines of rendered sample lines (values never hold a raw newline)."""
-    return "\n".join(text.split("\n", count)[:count]) + "\n"
+    return b"\n".join(text.split(b"\n", count)[:count]) + b"\n"
 
 
-def _target_pairs(target: Target) -> tuple[tuple[str, str], ...]:
-    return ((n.ACCOUNT, target.account_id), (n.REGION, target.region), (n.SERVICE, target.service))
+def _target_values(target: Target) -> tuple[str, str, str]:
+    return (escape(target.account_id), escape(target.region), escape(target.service))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +98,13 @@ class _Chunks:
     """The text of one target, rendered from `result`."""
 
     result: TargetResult
-    counts: tuple[str, str, str, str, str]  # violations, evaluated, errors, exemptions, resources
-    resources: tuple[tuple[str, int], ...]  # per-resource series per severity (SEVERITIES): text, n
-    samples: Mapping[str, str]  # measure family -> lines
+    counts: tuple[bytes, ...]  # violations, evaluated, errors, exemptions, resources
+    resources: tuple[tuple[bytes, int], ...]  # per-resource series per severity (SEVERITIES)
+    samples: Mapping[str, bytes]  # measure family -> lines
     controls: frozenset[str]  # the controls in the result (enabled ones): control_info
+
+
+Health = tuple[bytes, bytes, bytes, bytes]
 
 
 class StateText:
@@ -97,20 +116,20 @@ class StateText:
         self._measures = {d.name: d for d in self.families[len(BUILT_IN_ORDER) :]}
         self._lock = threading.Lock()
         self._targets: dict[Target, _Chunks] = {}
-        self._health: dict[Target, tuple[TargetHealth, tuple[str, str, str, str]]] = {}
-        self._policy: tuple[tuple[Sample, ...], Mapping[str, str]] | None = None
+        self._health: dict[Target, tuple[TargetHealth, Health]] = {}
+        self._policy: tuple[tuple[Sample, ...], Mapping[str, bytes]] | None = None
         self.rendered = 0  # target results rendered so far (for the benchmark)
 
     def cached(self) -> frozenset[Target]:
         """The targets whose text is kept (those of the view at the last scrape)."""
         return frozenset(self._targets)
 
-    def render(self, headers: Sequence[str]) -> list[str]:
-        """The state exposition as string pieces; headers[i] goes before family i's samples."""
+    def render(self, headers: Sequence[bytes]) -> list[bytes]:
+        """The state exposition in pieces; headers[i] goes before family i's samples."""
         with self._lock:
             return self._render(self.collector.store.view(), headers)
 
-    def _render(self, view: StoreView, headers: Sequence[str]) -> list[str]:
+    def _render(self, view: StoreView, headers: Sequence[bytes]) -> list[bytes]:
         cache = self._targets
         kept: dict[Target, _Chunks] = {}
         for target, result in sorted(view.results.items()):
@@ -122,7 +141,7 @@ class StateText:
         self._targets = kept  # targets gone from the view leave the cache
         chunks = list(kept.values())
 
-        out: list[str] = []
+        out: list[bytes] = []
         header = iter(headers)
         for i in range(5):  # violations, evaluated, errors, exemptions, resources
             out.append(next(header))
@@ -130,16 +149,18 @@ class StateText:
         out.append(next(header))
         skipped = self._resource_series(chunks, out)
         out.append(next(header))
-        out.append(line(n.RESOURCE_SERIES_DROPPED.name, (), skipped))
+        out.append(TEMPLATES[n.RESOURCE_SERIES_DROPPED]((), go_float(skipped)).encode())
         self._health_lines(view, header, out)
         out.append(next(header))
+        up = TEMPLATES[n.ACCOUNT_UP]
         out.extend(
-            line(n.ACCOUNT_UP.name, ((n.ACCOUNT, account),), 1.0 if ok else 0.0)
+            up((escape(account),), "1.0" if ok else "0.0").encode()
             for account, ok in sorted(view.account_up.items())
         )
         out.append(next(header))
+        info = TEMPLATES[n.ACCOUNT_INFO]
         out.extend(
-            line(n.ACCOUNT_INFO.exposed, ((n.ACCOUNT, account), ("account_name", name)), 1)
+            info((escape(account), escape(name)), "1.0").encode()
             for account, name in sorted(view.account_names.items())
         )
         out.append(next(header))
@@ -147,70 +168,75 @@ class StateText:
         policy = self._policy_lines(view.policy_samples)
         for name in self._measures:
             out.append(next(header))
-            out.append(policy.get(name, ""))
-            out.extend([c.samples.get(name, "") for c in chunks])
+            out.append(policy.get(name, b""))
+            out.extend([c.samples.get(name, b"") for c in chunks])
         return out
 
     def _render_target(self, target: Target, result: TargetResult) -> _Chunks:
-        t = _target_pairs(target)
+        a, r, s = _target_values(target)
+        w = escape_word
+        res = result
 
-        def lines(d: n.MetricDef, rows: Iterable[tuple[Pairs, float]]) -> str:
-            return "".join([line(d.name, (*t, *extra), value) for extra, value in rows])
+        def lines(d: n.MetricDef, rows: Iterable[tuple[tuple[str, ...], str]]) -> bytes:
+            t = TEMPLATES[d]
+            return "".join([t((a, r, s, *extra), value) for extra, value in rows]).encode()
 
-        r = result
-        violations = [
-            ((("control", c), ("severity", sev.value)), v)
-            for (c, sev), v in sorted(r.violations.items())
-        ]
-        evaluated = [((("control", c),), v) for c, v in sorted(r.evaluated.items())]
-        errors = [((("control", c),), v) for c, v in sorted(r.errors.items())]
-        exemptions = [
-            ((("control", c), ("state", s)), v) for (c, s), v in sorted(r.exemptions.items())
-        ]
-        resources = [((("resource_type", k),), v) for k, v in sorted(r.resources.items())]
+        counts = (
+            lines(
+                n.VIOLATIONS,
+                (
+                    ((w(c), w(sev.value)), _count(v))
+                    for (c, sev), v in sorted(res.violations.items())
+                ),
+            ),
+            lines(n.EVALUATED, (((w(c),), _count(v)) for c, v in sorted(res.evaluated.items()))),
+            lines(
+                n.EVALUATION_ERRORS, (((w(c),), _count(v)) for c, v in sorted(res.errors.items()))
+            ),
+            lines(
+                n.EXEMPTIONS,
+                (((w(c), w(st)), _count(v)) for (c, st), v in sorted(res.exemptions.items())),
+            ),
+            lines(n.RESOURCES, (((w(k),), _count(v)) for k, v in sorted(res.resources.items()))),
+        )
         per_severity = []
         for severity in SEVERITIES:
-            label = severity.value
-            rows: list[tuple[Pairs, float]] = [
-                ((("control", v.control), ("severity", label), ("resource", v.resource)), 1)
-                for v in r.resource_violations
+            label = w(severity.value)
+            rows = [
+                ((w(v.control), label, escape(v.resource)), "1.0")
+                for v in res.resource_violations
                 if v.severity is severity
             ]
             per_severity.append((lines(n.RESOURCE_VIOLATION, rows), len(rows)))
         return _Chunks(
             result=result,
-            counts=(
-                lines(n.VIOLATIONS, violations),
-                lines(n.EVALUATED, evaluated),
-                lines(n.EVALUATION_ERRORS, errors),
-                lines(n.EXEMPTIONS, exemptions),
-                lines(n.RESOURCES, resources),
-            ),
+            counts=counts,
             resources=tuple(per_severity),
-            samples=self._sample_lines(r.samples, dict(t)),
-            controls=frozenset(control for control, _ in r.violations),
+            samples=self._sample_lines(res.samples, {n.ACCOUNT: a, n.REGION: r, n.SERVICE: s}),
+            controls=frozenset(control for control, _ in res.violations),
         )
 
-    def _sample_lines(self, samples: Iterable[Sample], ids: Mapping[str, str]) -> dict[str, str]:
-        """The measures' lines by family; `ids` are the target labels (none for the policy's)."""
+    def _sample_lines(self, samples: Iterable[Sample], ids: Mapping[str, str]) -> dict[str, bytes]:
+        """The measures' lines by family; `ids` are the target labels, escaped (none for the
+        policy's samples)."""
         families: dict[str, list[str]] = {}
-        for s in samples:
-            d = self._measures.get(s.metric)
+        for smp in samples:
+            d = self._measures.get(smp.metric)
             if d is None:
                 continue
-            pairs = [
-                (label, ids[label] if label in ids else s.labels.get(label, ""))
+            values = [
+                ids[label] if label in ids else escape(smp.labels.get(label, ""))
                 for label in d.labels
             ]
-            families.setdefault(d.name, []).append(line(d.name, pairs, s.value))
-        return {name: "".join(lines) for name, lines in families.items()}
+            families.setdefault(d.name, []).append(TEMPLATES[d](values, go_float(smp.value)))
+        return {name: "".join(lines).encode() for name, lines in families.items()}
 
-    def _policy_lines(self, samples: tuple[Sample, ...]) -> Mapping[str, str]:
+    def _policy_lines(self, samples: tuple[Sample, ...]) -> Mapping[str, bytes]:
         if self._policy is None or self._policy[0] is not samples:
             self._policy = (samples, self._sample_lines(samples, {}))
         return self._policy[1]
 
-    def _resource_series(self, chunks: Sequence[_Chunks], out: list[str]) -> int:
+    def _resource_series(self, chunks: Sequence[_Chunks], out: list[bytes]) -> int:
         """posture_resource_violation under the cap: most severe first across all targets, then
         the sorted targets, then each target's order. Returns the series the cap dropped."""
         settings = self.collector.settings
@@ -231,21 +257,23 @@ class StateText:
                     skipped += count - take  # dropped by the cap (not by turning them off)
         return skipped
 
-    def _health_lines(self, view: StoreView, header: Iterator[str], out: list[str]) -> None:
+    def _health_lines(self, view: StoreView, header: Iterator[bytes], out: list[bytes]) -> None:
         cache = self._health
-        rows: list[tuple[str, str, str, str]] = []
-        kept: dict[Target, tuple[TargetHealth, tuple[str, str, str, str]]] = {}
+        rows: list[Health] = []
+        kept: dict[Target, tuple[TargetHealth, Health]] = {}
         for target, h in sorted(view.health.items()):
             cached = cache.get(target)
             if cached is None or cached[0] is not h:
-                t = _target_pairs(target)
+                t = _target_values(target)
+                up = TEMPLATES[n.TARGET_UP](t, "1.0" if h.up else "0.0") if h.attempted else ""
+                last = TEMPLATES[n.TARGET_LAST_ATTEMPT](t, go_float(h.last_attempt))
                 cached = (
                     h,
                     (
-                        line(n.TARGET_UP.name, t, 1.0 if h.up else 0.0) if h.attempted else "",
-                        line(n.TARGET_LAST_SUCCESS.name, t, h.last_success),
-                        line(n.TARGET_LAST_ATTEMPT.name, t, h.last_attempt) if h.attempted else "",
-                        line(n.TARGET_FAILURES.name, t, h.consecutive_failures),
+                        up.encode(),
+                        TEMPLATES[n.TARGET_LAST_SUCCESS](t, go_float(h.last_success)).encode(),
+                        last.encode() if h.attempted else b"",
+                        TEMPLATES[n.TARGET_FAILURES](t, go_float(h.consecutive_failures)).encode(),
                     ),
                 )
             kept[target] = cached
@@ -255,24 +283,15 @@ class StateText:
             out.append(next(header))
             out.extend([r[i] for r in rows])
 
-    def _control_info(self, enabled: frozenset[str]) -> Iterator[str]:
+    def _control_info(self, enabled: frozenset[str]) -> Iterator[bytes]:
         controls = self.collector.controls
+        info = TEMPLATES[n.CONTROL_INFO]
         for control_id in sorted(enabled):
             c = controls.get(control_id)
             if c is None:
                 continue
-            yield line(
-                n.CONTROL_INFO.exposed,
-                (
-                    ("control", control_id),
-                    (n.SERVICE, c.service),
-                    ("severity", c.severity.value),
-                    ("resource_type", c.resource_type),
-                    ("title", c.title),
-                    ("security_hub", c.security_hub or ""),
-                ),
-                1,
-            )
+            values = (control_id, c.service, c.severity.value, c.resource_type, c.title)
+            yield info([*map(escape, values), escape(c.security_hub or "")], "1.0").encode()
 
 
 class Registry(CollectorRegistry):
@@ -332,7 +351,7 @@ _PROBE_SAMPLE = 12345678.5
 
 @dataclass(frozen=True, slots=True)
 class _Format:
-    headers: tuple[str, ...] | None  # per state family; None: our lines differ, encode generically
+    headers: tuple[bytes, ...] | None  # per state family; None: our lines differ, use the encoder
     trailer: bytes  # what the encoder writes after the last family (OpenMetrics' "# EOF\n")
 
 
@@ -351,20 +370,21 @@ def _probe(encoder: Encoder, families: Sequence[n.MetricDef]) -> _Format:
     """The state families' headers as `encoder` writes them, if our sample lines are its own."""
     trailer = encoder(_Metrics([]))
     empty = _strip(encoder(_Metrics([_family(d, False) for d in families])), trailer)
-    headers: list[str] = []
-    for text in empty.decode().splitlines(keepends=True):
-        if text.startswith("# HELP ") or not headers:
+    headers: list[bytes] = []
+    for text in empty.splitlines(keepends=True):
+        if text.startswith(b"# HELP ") or not headers:
             headers.append(text)
         else:
             headers[-1] += text
     if len(headers) != len(families):
         return _Format(None, trailer)
-    expected = "".join(
-        h + line(d.exposed, ((label, _PROBE_VALUE) for label in d.labels), _PROBE_SAMPLE)
+    value = escape(_PROBE_VALUE)
+    expected = b"".join(
+        h + TEMPLATES[d]([value] * len(d.labels), go_float(_PROBE_SAMPLE)).encode()
         for h, d in zip(headers, families, strict=True)
     )
     probed = encoder(_Metrics([_family(d, True) for d in families]))
-    if probed != expected.encode() + trailer:
+    if probed != expected + trailer:
         return _Format(None, trailer)
     return _Format(tuple(headers), trailer)
 
@@ -389,7 +409,7 @@ class Exposition:
             return encoder(self.registry), content_type
         before, after = parts
         head = _strip(encoder(_Collectors(before, self.registry.get_target_info())), fmt.trailer)
-        state = "".join(self.text.render(fmt.headers)).encode()
+        state = b"".join(self.text.render(fmt.headers))
         return b"".join((head, state, encoder(_Collectors(after)))), content_type
 
     def serves_cached(self, accept: str) -> bool:

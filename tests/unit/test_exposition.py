@@ -341,9 +341,9 @@ def test_concurrent_scrapes_agree() -> None:
 
 
 def test_first_lines() -> None:
-    text = "a 1\nb 2\nc 3\n"
-    assert first_lines(text, 1) == "a 1\n"
-    assert first_lines(text, 2) == "a 1\nb 2\n"
+    text = b"a 1\nb 2\nc 3\n"
+    assert first_lines(text, 1) == b"a 1\n"
+    assert first_lines(text, 2) == b"a 1\nb 2\n"
     assert first_lines(text, 3) == text
 
 
@@ -356,8 +356,9 @@ def test_without_a_registered_state_collector_the_registry_is_encoded_as_is() ->
 
 
 async def test_metrics_endpoint_serves_both_formats_from_the_fast_path() -> None:
-    """The real handler: OpenMetrics for Prometheus' Accept header, text otherwise; the daemon's
-    health metrics (process collector included) come first, then the state."""
+    """The real handler: OpenMetrics for Prometheus' Accept header, text otherwise, gzipped when
+    the client accepts it; the daemon's health metrics (process collector included) come first,
+    then the state."""
     store = estate()
     registry = Registry()
     HealthMetrics(registry)
@@ -370,12 +371,17 @@ async def test_metrics_endpoint_serves_both_formats_from_the_fast_path() -> None
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
-            for accept, openmetrics in ((PROMETHEUS_3, True), ("", False)):
+            for accept, openmetrics, coding in (
+                (PROMETHEUS_3, True, "gzip"),
+                ("", False, "identity"),
+            ):
                 url = f"http://127.0.0.1:{server.port}/metrics"
-                async with session.get(url, headers={"Accept": accept}) as resp:
+                headers = {"Accept": accept, "Accept-Encoding": coding}
+                async with session.get(url, headers=headers) as resp:
                     assert resp.status == 200
-                    body = await resp.text()
+                    body = await resp.text()  # aiohttp decompresses
                     served = resp.headers["Content-Type"]
+                    assert resp.headers.get("Content-Encoding", "identity") == coding
                 encoder, content_type = choose_encoder(accept)
                 assert served == content_type
                 slow = await asyncio.to_thread(encoder, registry)

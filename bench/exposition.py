@@ -1,0 +1,209 @@
+"""/metrics render time: the cached fast path (daemon/metrics/exposition.py) vs the collector.
+
+    .venv/bin/python bench/exposition.py                      # the default benchmark's size
+    .venv/bin/python bench/exposition.py --accounts 4         # smaller
+
+Builds, without AWS, a state store the size of bench/scale.py's default estate: 20 accounts x 3
+regions x 4 services = 240 targets, 100 Lambda functions per region (6,000), each Lambda target
+with every Lambda control evaluated, about two violations per function (so the default cap of
+10,000 per-resource series cuts), some exemptions and evaluation errors, a backup timestamp per
+function and the concurrency measures; ECR/ECS/RDS targets with their controls and
+a few resources. The registry is the daemon's (HealthMetrics, process collector, state).
+
+Prints the time to render /metrics, in the Prometheus text format and in OpenMetrics (Prometheus
+3's Accept header), for:
+  old      StateCollector through prometheus_client's encoder (what /metrics did before);
+  cold     the fast path's first scrape after every target published (renders all 240 targets);
+  warm     nothing changed since the last scrape (joins cached text);
+  1 target one Lambda target re-published since the last scrape;
+  busy     warm, while another thread burns CPU (as the event loop does during a sweep; the GIL
+           is shared, so this is the wall time a scrape sees then).
+and the body size, series count, and how long gzip (level 6, as aiohttp would) takes on it.
+Each figure is the median of --repeat runs (cold: a fresh cache each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prometheus_client.exposition import choose_encoder  # noqa: E402
+
+from daemon.config import MetricsSettings  # noqa: E402
+from daemon.controls.registry import all_controls  # noqa: E402
+from daemon.measures import Sample, sample  # noqa: E402
+from daemon.metrics import names as n  # noqa: E402
+from daemon.metrics.collector import StateCollector  # noqa: E402
+from daemon.metrics.exposition import Exposition, Registry  # noqa: E402
+from daemon.metrics.health import HealthMetrics  # noqa: E402
+from daemon.model import Finding, Status, Target  # noqa: E402
+from daemon.state import StateStore, TargetResult  # noqa: E402
+
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+SERVICES = ("lambda", "ecr", "ecs", "rds")
+PROMETHEUS_3 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+FORMATS = {"text": "", "openmetrics": PROMETHEUS_3}
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+RESOURCE_TYPES = {"lambda": "lambda-function", "ecr": "ecr-repository", "ecs": "ecs-service"}
+
+
+def target_result(t: Target, functions: int, seed: int) -> TargetResult:
+    controls = [(c.id, c.severity) for c in all_controls().values() if c.service == t.service]
+    resources = functions if t.service == "lambda" else 5
+    kind = RESOURCE_TYPES.get(t.service, "rds-db-instance")
+    findings: list[Finding] = []
+    samples: list[Sample] = []
+    for i in range(resources):
+        arn = f"arn:aws:{t.service}:{t.region}:{t.account_id}:{kind}:res-{i:04d}"
+        for j, (control, severity) in enumerate(controls):
+            k = (i * 7 + j * 13 + seed) % 31
+            if k < 2:  # ~2 violations per resource
+                status = Status.FAIL
+            elif k == 2:
+                status = Status.ERROR
+            else:
+                status = Status.PASS
+            findings.append(
+                Finding(
+                    resource=arn,
+                    resource_type=kind,
+                    account_id=t.account_id,
+                    region=t.region,
+                    service=t.service,
+                    control=control,
+                    severity=severity,
+                    status=status,
+                    evidence="",
+                    exempted=status is Status.FAIL and (i + j) % 17 == 0,
+                )
+            )
+        if t.service == "lambda":
+            samples.append(
+                sample(n.BACKUP_LAST_TIMESTAMP.name, 1.767e9 + i, resource=arn, kind="version")
+            )
+    if t.service == "lambda":
+        samples += [
+            sample(n.LAMBDA_CONCURRENCY_LIMIT.name, 1000),
+            sample(n.LAMBDA_UNRESERVED.name, 900),
+            sample(n.LAMBDA_RESERVED.name, 100),
+            sample(n.LAMBDA_CONCURRENT_PEAK.name, 120 + seed),
+            sample(n.LAMBDA_HEADROOM.name, 880 - seed),
+            sample(n.LAMBDA_THROTTLES.name, 0),
+            *(
+                sample(n.LAMBDA_DATAPOINTS.name, 1440, metric=m)
+                for m in ("ConcurrentExecutions", "UnreservedConcurrentExecutions", "Throttles")
+            ),
+        ]
+    return TargetResult.build(t, NOW, findings, controls, {kind: resources}, samples)
+
+
+def build(accounts: int, functions: int) -> tuple[StateStore, Registry, StateCollector]:
+    store = StateStore()
+    ids = [f"{700000000000 + i * 1001:012d}" for i in range(accounts)]
+    targets = [Target(a, r, s) for a in ids for r in REGIONS for s in SERVICES]
+    store.set_targets(targets)
+    store.set_accounts({a: f"account-{a[-4:]}" for a in ids}, dict.fromkeys(ids, True))
+    store.set_policy_samples([sample(n.LAMBDA_LOOKBACK.name, 86400)])
+    for i, t in enumerate(targets):
+        store.publish(target_result(t, functions, 0), at=1.767e9 + i)
+    registry = Registry()
+    metrics = HealthMetrics(registry)
+    metrics.zero_initialise(SERVICES, [("lambda", f"Operation{i}") for i in range(40)])
+    state = StateCollector(store, MetricsSettings(), dict(all_controls()))
+    registry.register(state)
+    return store, registry, state
+
+
+def stable(body: bytes) -> list[bytes]:
+    """The lines of an exposition but the process collector's (CPU time moves between calls)."""
+    return [line for line in body.split(b"\n") if b"process_" not in line]
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=20)
+    parser.add_argument("--functions", type=int, default=100, help="Lambda functions per region")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    store, registry, state = build(args.accounts, args.functions)
+    print(f"store built in {time.perf_counter() - start:.1f}s: {len(store.view().results)} targets")
+    series = sum(len(f.samples) for f in state.collect())
+    print(f"state series: {series}")
+    lambda_target = next(t for t in sorted(store.view().results) if t.service == "lambda")
+    functions = args.functions
+    seed = 0
+
+    def republish() -> None:
+        nonlocal seed
+        seed += 1
+        store.publish(target_result(lambda_target, functions, seed), at=1.8e9 + seed)
+
+    print(f"{'format':<12} {'old':>9} {'cold':>9} {'warm':>9} {'1 target':>9} {'busy':>9}  (ms)")
+    for fmt, accept in FORMATS.items():
+        encoder, _ = choose_encoder(accept)
+        old = timed(lambda: encoder(registry), max(1, args.repeat // 2))  # noqa: B023
+
+        def cold() -> None:
+            Exposition(registry, state).render(accept)  # noqa: B023
+
+        cold_ms = timed(cold, args.repeat)
+        e = Exposition(registry, state)
+        body, _ = e.render(accept)
+        assert stable(body) == stable(encoder(registry)), "fast path differs from the collector"
+        warm_ms = timed(lambda: e.render(accept), args.repeat)  # noqa: B023
+        runs = []
+        for _ in range(args.repeat):
+            republish()
+            t0 = time.perf_counter()
+            e.render(accept)
+            runs.append(time.perf_counter() - t0)
+        one_ms = statistics.median(runs) * 1000
+        stop = threading.Event()
+
+        def burn(stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                sum(i * i for i in range(1000))
+
+        burner = threading.Thread(target=burn)
+        burner.start()
+        try:
+            busy_ms = timed(lambda: e.render(accept), args.repeat)  # noqa: B023
+        finally:
+            stop.set()
+            burner.join()
+        print(f"{fmt:<12} {old:9.1f} {cold_ms:9.1f} {warm_ms:9.1f} {one_ms:9.1f} {busy_ms:9.1f}")
+    body, _ = e.render(PROMETHEUS_3)
+    gzip_ms = timed(lambda: zlib.compress(body, 6), args.repeat)
+    print(
+        f"body {len(body) / 1e6:.1f} MB, gzip level 6: {gzip_ms:.1f} ms, "
+        f"{len(zlib.compress(body, 6)) / 1e6:.2f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
