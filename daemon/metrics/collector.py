@@ -1,7 +1,11 @@
 """The custom collector that renders compliance state at scrape time.
 
-`collect()` only reads the state store's current view (memory, no awaits, no AWS). It runs in the
-HTTP server's worker thread; the view is immutable, so no lock is needed.
+`collect()` only reads the state store's current view (memory, no awaits, no AWS); the view is
+immutable, so no lock is needed. It builds every state family from the whole store at each call:
+that is what `registry.collect()` users get (tests, the CLI, bench/scale.py). /metrics serves the
+same families from text cached per target result instead (daemon/metrics/exposition.py, which
+follows `state_families()` and this module's series, order and cap); the unit tests render both
+ways and require identical text, so a change here needs the same change there.
 """
 
 from __future__ import annotations
