@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,29 @@ class Heartbeat:
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 
+# /metrics is gzipped for clients that accept it (Prometheus does): at 30,000 series 5.8 MB become
+# 0.17 MB for ~12 ms of zlib, which releases the GIL (level 6: 0.15 MB, 29 ms).
+GZIP_LEVEL = 3
+GZIP_MIN_BYTES = 1024
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (RFC 9110: `*` stands for it, q=0 refuses)."""
+    quality: dict[str, float] = {}
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[coding.strip().lower()] = q
+    q = quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0)))
+    return q > 0
+
 
 def build_app(
     exposition: Exposition,
@@ -79,13 +103,23 @@ def build_app(
 
     async def metrics(request: web.Request) -> web.Response:
         accept = request.headers.get("Accept", "")
-        loop = asyncio.get_running_loop()
-        body, content_type = await loop.run_in_executor(None, exposition.render, accept)
-        response = web.Response(body=body, headers={"Content-Type": content_type})
-        # gzip/deflate when the client accepts it (Prometheus does): ~40x smaller; aiohttp
-        # compresses large bodies in the executor, and zlib releases the GIL meanwhile
-        response.enable_compression()
-        return response
+        gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+
+        def scrape() -> tuple[bytes, str, bool]:
+            # rendered and compressed in one trip to the worker thread: every return to the
+            # event loop may wait behind a sweep's callbacks
+            body, content_type = exposition.render(accept)
+            if gzipped and len(body) >= GZIP_MIN_BYTES:
+                return gzip.compress(body, GZIP_LEVEL, mtime=0), content_type, True
+            return body, content_type, False
+
+        body, content_type, compressed = await asyncio.get_running_loop().run_in_executor(
+            None, scrape
+        )
+        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        if compressed:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def livez(_request: web.Request) -> web.Response:
         lag = heartbeat.lag

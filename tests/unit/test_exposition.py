@@ -31,7 +31,7 @@ from daemon.metrics.collector import StateCollector
 from daemon.metrics.exposition import Exposition, Registry, first_lines
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Finding, Severity, Status, Target
-from daemon.server import Heartbeat, HttpServer, build_app
+from daemon.server import Heartbeat, HttpServer, accepts_gzip, build_app
 from daemon.state import StateStore, TargetResult
 from tests.promql import tool
 
@@ -371,12 +371,13 @@ async def test_metrics_endpoint_serves_both_formats_from_the_fast_path() -> None
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
-            for accept, openmetrics, coding in (
-                (PROMETHEUS_3, True, "gzip"),
-                ("", False, "identity"),
+            for accept, openmetrics, accept_encoding, coding in (
+                (PROMETHEUS_3, True, "gzip", "gzip"),  # Prometheus' Accept-Encoding
+                ("", False, "identity", "identity"),
+                ("", False, "gzip;q=0, deflate", "identity"),
             ):
                 url = f"http://127.0.0.1:{server.port}/metrics"
-                headers = {"Accept": accept, "Accept-Encoding": coding}
+                headers = {"Accept": accept, "Accept-Encoding": accept_encoding}
                 async with session.get(url, headers=headers) as resp:
                     assert resp.status == 200
                     body = await resp.text()  # aiohttp decompresses
@@ -396,3 +397,24 @@ async def test_metrics_endpoint_serves_both_formats_from_the_fast_path() -> None
 def _stable(fams: Iterable[Family]) -> list[Family]:
     """Families without the process collector's (CPU time and memory move between scrapes)."""
     return [f for f in fams if not f[0].startswith("process_")]
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("deflate;q=1.0, GZIP;q=0.5", True),
+        ("*", True),
+        ("x-gzip", True),
+        ("", False),
+        ("identity", False),
+        ("deflate", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0, *;q=1", False),
+        ("*;q=0", False),
+        ("gzip;q=bogus", False),
+    ],
+)
+def test_accepts_gzip(header: str, gzip: bool) -> None:
+    assert accepts_gzip(header) is gzip
