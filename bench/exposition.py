@@ -15,7 +15,8 @@ Prints the time to render /metrics, in the Prometheus text format and in OpenMet
   old      StateCollector through prometheus_client's encoder (what /metrics did before);
   cold     the fast path's first scrape after every target published (renders all 240 targets);
   warm     nothing changed since the last scrape (joins cached text);
-  1 target one Lambda target re-published since the last scrape;
+  steady   every target re-published with equal numbers (a sweep that found nothing new);
+  1 target one Lambda target re-published with other numbers since the last scrape;
   busy     warm, while another thread burns CPU (as the event loop does during a sweep; the GIL
            is shared, so this is the wall time a scrape sees then).
 and the body size, series count, and how long gzip takes on it (at /metrics' level and at 6).
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,62 +145,85 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(runs) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--accounts", type=int, default=20)
-    parser.add_argument("--functions", type=int, default=100, help="Lambda functions per region")
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+def median_ms(runs: list[float]) -> float:
+    return statistics.median(runs) * 1000
 
-    start = time.perf_counter()
-    store, registry, state = build(args.accounts, args.functions)
-    print(f"store built in {time.perf_counter() - start:.1f}s: {len(store.view().results)} targets")
-    series = sum(len(f.samples) for f in state.collect())
-    print(f"state series: {series}")
-    lambda_target = next(t for t in sorted(store.view().results) if t.service == "lambda")
-    functions = args.functions
-    seed = 0
 
-    def republish() -> None:
-        nonlocal seed
-        seed += 1
-        store.publish(target_result(lambda_target, functions, seed), at=1.8e9 + seed)
+class Bench:
+    def __init__(self, accounts: int, functions: int, repeat: int) -> None:
+        start = time.perf_counter()
+        self.store, self.registry, self.state = build(accounts, functions)
+        self.functions = functions
+        self.repeat = repeat
+        self.seed = 0
+        results = self.store.view().results
+        print(f"store built in {time.perf_counter() - start:.1f}s: {len(results)} targets")
+        print(f"state series: {sum(len(f.samples) for f in self.state.collect())}")
+        self.lambda_target = next(t for t in sorted(results) if t.service == "lambda")
 
-    print(f"{'format':<12} {'old':>9} {'cold':>9} {'warm':>9} {'1 target':>9} {'busy':>9}  (ms)")
-    for fmt, accept in FORMATS.items():
-        encoder, _ = choose_encoder(accept)
-        old = timed(lambda: encoder(registry), max(1, args.repeat // 2))  # noqa: B023
-
-        def cold() -> None:
-            Exposition(registry, state).render(accept)  # noqa: B023
-
-        cold_ms = timed(cold, args.repeat)
-        e = Exposition(registry, state)
-        body, _ = e.render(accept)
-        assert stable(body) == stable(encoder(registry)), "fast path differs from the collector"
-        warm_ms = timed(lambda: e.render(accept), args.repeat)  # noqa: B023
+    def after(self, change: Callable[[], object], e: Exposition, accept: str, repeat: int) -> float:
+        """The render time after `change`, median of `repeat` runs."""
         runs = []
-        for _ in range(args.repeat):
-            republish()
-            t0 = time.perf_counter()
+        for _ in range(repeat):
+            change()
+            start = time.perf_counter()
             e.render(accept)
-            runs.append(time.perf_counter() - t0)
-        one_ms = statistics.median(runs) * 1000
+            runs.append(time.perf_counter() - start)
+        return median_ms(runs)
+
+    def steady(self) -> None:
+        """Every target re-published with equal numbers (new objects)."""
+        for r in list(self.store.view().results.values()):
+            self.store.publish(replace(r), at=1.9e9)
+
+    def one_target(self) -> None:
+        """One Lambda target re-published with other numbers."""
+        self.seed += 1
+        result = target_result(self.lambda_target, self.functions, self.seed)
+        self.store.publish(result, at=1.8e9 + self.seed)
+
+    def busy(self, e: Exposition, accept: str) -> float:
+        """Warm render time while another thread burns CPU (holding the GIL half the time)."""
         stop = threading.Event()
 
-        def burn(stop: threading.Event = stop) -> None:
+        def burn() -> None:
             while not stop.is_set():
                 sum(i * i for i in range(1000))
 
         burner = threading.Thread(target=burn)
         burner.start()
         try:
-            busy_ms = timed(lambda: e.render(accept), args.repeat)  # noqa: B023
+            return timed(lambda: e.render(accept), self.repeat)
         finally:
             stop.set()
             burner.join()
-        print(f"{fmt:<12} {old:9.1f} {cold_ms:9.1f} {warm_ms:9.1f} {one_ms:9.1f} {busy_ms:9.1f}")
-    body, _ = e.render(PROMETHEUS_3)
+
+    def row(self, accept: str) -> tuple[float, ...]:
+        registry, state, repeat = self.registry, self.state, self.repeat
+        encoder, _ = choose_encoder(accept)
+        old = timed(lambda: encoder(registry), max(1, repeat // 2))
+        cold = timed(lambda: Exposition(registry, state).render(accept), repeat)
+        e = Exposition(registry, state)
+        body, _ = e.render(accept)
+        assert stable(body) == stable(encoder(registry)), "fast path differs from the collector"
+        warm = timed(lambda: e.render(accept), repeat)
+        steady = self.after(self.steady, e, accept, max(1, repeat // 2))
+        one = self.after(self.one_target, e, accept, repeat)
+        return old, cold, warm, steady, one, self.busy(e, accept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=20)
+    parser.add_argument("--functions", type=int, default=100, help="Lambda functions per region")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    bench = Bench(args.accounts, args.functions, args.repeat)
+    cols = ("old", "cold", "warm", "steady", "1 target", "busy")
+    print(f"{'format':<12}" + "".join(f"{c:>10}" for c in cols) + "  (ms)")
+    for fmt, accept in FORMATS.items():
+        print(f"{fmt:<12}" + "".join(f"{v:10.1f}" for v in bench.row(accept)), flush=True)
+    body, _ = Exposition(bench.registry, bench.state).render(PROMETHEUS_3)
     for level in (GZIP_LEVEL, 6):
         gzip_ms = timed(lambda: gzip.compress(body, level, mtime=0), args.repeat)  # noqa: B023
         size = len(gzip.compress(body, level, mtime=0)) / 1e6

@@ -6,12 +6,14 @@ the GIL. Here a scrape is mostly a join of cached strings:
 
 - `StateText` keeps, per target, the sample lines of each family rendered from one
   `TargetResult`. A target is rendered again only when the store holds another result object for
-  it (a publish replaces the object; identity is the test), lazily, in the scrape's worker thread,
-  so the event loop pays nothing. Only targets of the current view are rendered and kept: dropped
-  or unassigned targets vanish from the output and the cache at the next scrape. (The previous
-  result of a re-published target stays referenced by the cache until that next scrape.)
-  The small, fast-changing parts (target health, account up/info, control info, the cap of the
-  per-resource series) are put together at scrape time from per-target pieces.
+  it (a publish replaces the object; identity is the test) whose numbers differ (`same_text`: a
+  steady sweep publishes equal results, and comparing them costs far less than rendering),
+  lazily, in the scrape's worker thread, so the event loop pays nothing. Only targets of the
+  current view are rendered and kept: dropped or unassigned targets vanish from the output and
+  the cache at the next scrape. (The previous result of a re-published target stays referenced
+  by the cache until that next scrape.) The small, fast-changing parts (target health, account
+  up/info, control info, the cap of the per-resource series) are put together at scrape time
+  from per-target pieces.
 - `Exposition.render` chooses the format from the Accept header with prometheus_client's
   `choose_encoder`, as before. Every collector of the registry except the state collector (the
   daemon's own counters and histograms, the process collector: a few hundred series) is encoded by
@@ -32,7 +34,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -89,6 +91,22 @@ def first_lines(text: bytes, count: int) -> bytes:
     return b"\n".join(text.split(b"\n", count)[:count]) + b"\n"
 
 
+def same_text(a: TargetResult, b: TargetResult) -> bool:
+    """Whether two results of a target render to the same text: everything the text is made of
+    is equal (a sweep that found nothing new publishes an equal result; comparing costs far less
+    than rendering)."""
+    return (
+        a.target == b.target
+        and a.violations == b.violations
+        and a.evaluated == b.evaluated
+        and a.errors == b.errors
+        and a.exemptions == b.exemptions
+        and a.resources == b.resources
+        and a.resource_violations == b.resource_violations
+        and a.samples == b.samples
+    )
+
+
 def _target_values(target: Target) -> tuple[str, str, str]:
     return (escape(target.account_id), escape(target.region), escape(target.service))
 
@@ -134,9 +152,15 @@ class StateText:
         kept: dict[Target, _Chunks] = {}
         for target, result in sorted(view.results.items()):
             c = cache.get(target)
-            if c is None or c.result is not result:
+            if c is None:
                 c = self._render_target(target, result)
                 self.rendered += 1
+            elif c.result is not result:
+                if same_text(c.result, result):
+                    c = replace(c, result=result)  # a steady sweep: same numbers, new object
+                else:
+                    c = self._render_target(target, result)
+                    self.rendered += 1
             kept[target] = c
         self._targets = kept  # targets gone from the view leave the cache
         chunks = list(kept.values())

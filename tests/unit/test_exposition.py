@@ -310,6 +310,13 @@ def test_a_republished_result_is_rendered_again_and_the_rest_comes_from_the_cach
     assert changed and all(t == DEV for t, _ in changed)
     assert e.render("")[0] == generate_latest(e.registry)
 
+    # a steady sweep: a new result object with the same numbers is not rendered again
+    same = e.render("")[0]
+    store.publish(lambda_result(DEV, 40, seed=1), at=1_700_001_500.0)
+    assert e.render("")[0] != same  # the health timestamps moved...
+    assert e.text.rendered == rendered + 1  # ...but the result's text was reused
+    assert e.render("")[0] == generate_latest(e.registry)
+
     # a failure changes only health: shown at once, without rendering a result again
     store.record_failure(PROD, "throttled", at=1_700_002_000.0)
     assert _values(e, "posture_target_up")[(PROD, "")] == 0
