@@ -6,9 +6,10 @@ the GIL. Here a scrape is mostly a join of cached strings:
 
 - `StateText` keeps, per target, the sample lines of each family rendered from one
   `TargetResult`. A target is rendered again only when the store holds another result object for
-  it (a publish replaces the object; identity is the test) whose numbers differ (`same_text`: a
-  steady sweep publishes equal results, and comparing them costs far less than rendering),
-  lazily, in the scrape's worker thread, so the event loop pays nothing. Only targets of the
+  it (a publish replaces the object; identity is the test), and then only the parts whose numbers
+  differ from the previous result's (aggregates, per-resource violations, samples: a sweep that
+  found nothing new publishes equal ones, and comparing costs far less than rendering), lazily,
+  in the scrape's worker thread, so the event loop pays nothing. Only targets of the
   current view are rendered and kept: dropped or unassigned targets vanish from the output and
   the cache at the next scrape. (The previous result of a re-published target stays referenced
   by the cache until that next scrape.) The small, fast-changing parts (target health, account
@@ -34,7 +35,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -91,24 +92,28 @@ def first_lines(text: bytes, count: int) -> bytes:
     return b"\n".join(text.split(b"\n", count)[:count]) + b"\n"
 
 
-def same_text(a: TargetResult, b: TargetResult) -> bool:
-    """Whether two results of a target render to the same text: everything the text is made of
-    is equal (a sweep that found nothing new publishes an equal result; comparing costs far less
-    than rendering)."""
+def same_counts(a: TargetResult, b: TargetResult) -> bool:
+    """Whether two results of a target have the same per-control aggregates (their text is the
+    same; comparing costs far less than rendering)."""
     return (
-        a.target == b.target
-        and a.violations == b.violations
+        a.violations == b.violations
         and a.evaluated == b.evaluated
         and a.errors == b.errors
         and a.exemptions == b.exemptions
         and a.resources == b.resources
-        and a.resource_violations == b.resource_violations
-        and a.samples == b.samples
     )
 
 
 def _target_values(target: Target) -> tuple[str, str, str]:
     return (escape(target.account_id), escape(target.region), escape(target.service))
+
+
+def _lines(
+    d: n.MetricDef, ids: tuple[str, str, str], rows: Iterable[tuple[tuple[str, ...], str]]
+) -> bytes:
+    """A target's lines of a family whose first labels are the target's (escaped `ids`)."""
+    t = TEMPLATES[d]
+    return "".join([t((*ids, *extra), value) for extra, value in rows]).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +141,7 @@ class StateText:
         self._targets: dict[Target, _Chunks] = {}
         self._health: dict[Target, tuple[TargetHealth, Health]] = {}
         self._policy: tuple[tuple[Sample, ...], Mapping[str, bytes]] | None = None
-        self.rendered = 0  # target results rendered so far (for the benchmark)
+        self.rendered = 0  # results rendered (in part or whole) so far: tests, benchmark
 
     def cached(self) -> frozenset[Target]:
         """The targets whose text is kept (those of the view at the last scrape)."""
@@ -152,15 +157,8 @@ class StateText:
         kept: dict[Target, _Chunks] = {}
         for target, result in sorted(view.results.items()):
             c = cache.get(target)
-            if c is None:
-                c = self._render_target(target, result)
-                self.rendered += 1
-            elif c.result is not result:
-                if same_text(c.result, result):
-                    c = replace(c, result=result)  # a steady sweep: same numbers, new object
-                else:
-                    c = self._render_target(target, result)
-                    self.rendered += 1
+            if c is None or c.result is not result:
+                c = self._render_target(target, result, c)
             kept[target] = c
         self._targets = kept  # targets gone from the view leave the cache
         chunks = list(kept.values())
@@ -196,49 +194,82 @@ class StateText:
             out.extend([c.samples.get(name, b"") for c in chunks])
         return out
 
-    def _render_target(self, target: Target, result: TargetResult) -> _Chunks:
-        a, r, s = _target_values(target)
+    def _render_target(
+        self, target: Target, result: TargetResult, previous: _Chunks | None
+    ) -> _Chunks:
+        """The target's text; parts whose numbers equal the previous result's are reused (a
+        sweep that found nothing new re-publishes equal aggregates and per-resource violations;
+        samples such as data-age timestamps move more often)."""
+        old = previous.result if previous is not None else None
+        ids = _target_values(target)
+        counts, controls = (
+            (previous.counts, previous.controls)
+            if previous is not None and old is not None and same_counts(old, result)
+            else (self._counts(ids, result), frozenset(c for c, _ in result.violations))
+        )
+        resources = (
+            previous.resources
+            if previous is not None
+            and old is not None
+            and old.resource_violations == result.resource_violations
+            else self._resource_lines(ids, result)
+        )
+        samples = (
+            previous.samples
+            if previous is not None and old is not None and old.samples == result.samples
+            else self._sample_lines(result.samples, dict(zip(n.TARGET_LABELS, ids, strict=True)))
+        )
+        if (
+            previous is None
+            or counts is not previous.counts
+            or resources is not previous.resources
+            or samples is not previous.samples
+        ):
+            self.rendered += 1
+        return _Chunks(result, counts, resources, samples, controls)
+
+    def _counts(self, ids: tuple[str, str, str], res: TargetResult) -> tuple[bytes, ...]:
         w = escape_word
-        res = result
-
-        def lines(d: n.MetricDef, rows: Iterable[tuple[tuple[str, ...], str]]) -> bytes:
-            t = TEMPLATES[d]
-            return "".join([t((a, r, s, *extra), value) for extra, value in rows]).encode()
-
-        counts = (
-            lines(
+        return (
+            _lines(
                 n.VIOLATIONS,
+                ids,
                 (
                     ((w(c), w(sev.value)), _count(v))
                     for (c, sev), v in sorted(res.violations.items())
                 ),
             ),
-            lines(n.EVALUATED, (((w(c),), _count(v)) for c, v in sorted(res.evaluated.items()))),
-            lines(
-                n.EVALUATION_ERRORS, (((w(c),), _count(v)) for c, v in sorted(res.errors.items()))
+            _lines(
+                n.EVALUATED, ids, (((w(c),), _count(v)) for c, v in sorted(res.evaluated.items()))
             ),
-            lines(
+            _lines(
+                n.EVALUATION_ERRORS,
+                ids,
+                (((w(c),), _count(v)) for c, v in sorted(res.errors.items())),
+            ),
+            _lines(
                 n.EXEMPTIONS,
+                ids,
                 (((w(c), w(st)), _count(v)) for (c, st), v in sorted(res.exemptions.items())),
             ),
-            lines(n.RESOURCES, (((w(k),), _count(v)) for k, v in sorted(res.resources.items()))),
+            _lines(
+                n.RESOURCES, ids, (((w(k),), _count(v)) for k, v in sorted(res.resources.items()))
+            ),
         )
+
+    def _resource_lines(
+        self, ids: tuple[str, str, str], res: TargetResult
+    ) -> tuple[tuple[bytes, int], ...]:
         per_severity = []
         for severity in SEVERITIES:
-            label = w(severity.value)
+            label = escape_word(severity.value)
             rows = [
-                ((w(v.control), label, escape(v.resource)), "1.0")
+                ((escape_word(v.control), label, escape(v.resource)), "1.0")
                 for v in res.resource_violations
                 if v.severity is severity
             ]
-            per_severity.append((lines(n.RESOURCE_VIOLATION, rows), len(rows)))
-        return _Chunks(
-            result=result,
-            counts=counts,
-            resources=tuple(per_severity),
-            samples=self._sample_lines(res.samples, {n.ACCOUNT: a, n.REGION: r, n.SERVICE: s}),
-            controls=frozenset(control for control, _ in res.violations),
-        )
+            per_severity.append((_lines(n.RESOURCE_VIOLATION, ids, rows), len(rows)))
+        return tuple(per_severity)
 
     def _sample_lines(self, samples: Iterable[Sample], ids: Mapping[str, str]) -> dict[str, bytes]:
         """The measures' lines by family; `ids` are the target labels, escaped (none for the

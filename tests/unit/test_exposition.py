@@ -9,6 +9,7 @@ back with prometheus_client's parsers; the fast text also goes through `promtool
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Iterable, Iterator
@@ -317,10 +318,19 @@ def test_a_republished_result_is_rendered_again_and_the_rest_comes_from_the_cach
     assert e.text.rendered == rendered + 1  # ...but the result's text was reused
     assert e.render("")[0] == generate_latest(e.registry)
 
+    # only a sample moved (a data-age timestamp): it shows, the other parts are reused
+    dev = store.view().results[DEV]
+    moved = (sample(n.DATA_OLDEST_FETCH.name, 1_700_009_999), *dev.samples[1:])
+    store.publish(dataclasses.replace(dev, samples=moved), at=1_700_001_600.0)
+    body = e.render("")[0]
+    assert body == generate_latest(e.registry)
+    assert b"posture_data_oldest_fetch_timestamp_seconds{" in body and b"1.700009999e+09" in body
+    assert e.text.rendered == rendered + 2
+
     # a failure changes only health: shown at once, without rendering a result again
     store.record_failure(PROD, "throttled", at=1_700_002_000.0)
     assert _values(e, "posture_target_up")[(PROD, "")] == 0
-    assert e.text.rendered == rendered + 1
+    assert e.text.rendered == rendered + 2
     assert e.render("")[0] == generate_latest(e.registry)
 
     # an unassigned target's series vanish
