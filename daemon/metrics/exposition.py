@@ -200,32 +200,29 @@ class StateText:
         """The target's text; parts whose numbers equal the previous result's are reused (a
         sweep that found nothing new re-publishes equal aggregates and per-resource violations;
         samples such as data-age timestamps move more often)."""
-        old = previous.result if previous is not None else None
         ids = _target_values(target)
-        counts, controls = (
-            (previous.counts, previous.controls)
-            if previous is not None and old is not None and same_counts(old, result)
-            else (self._counts(ids, result), frozenset(c for c, _ in result.violations))
-        )
-        resources = (
-            previous.resources
-            if previous is not None
-            and old is not None
-            and old.resource_violations == result.resource_violations
-            else self._resource_lines(ids, result)
-        )
-        samples = (
-            previous.samples
-            if previous is not None and old is not None and old.samples == result.samples
-            else self._sample_lines(result.samples, dict(zip(n.TARGET_LABELS, ids, strict=True)))
-        )
-        if (
-            previous is None
-            or counts is not previous.counts
-            or resources is not previous.resources
-            or samples is not previous.samples
-        ):
+        counts: tuple[bytes, ...] | None = None
+        controls: frozenset[str] = frozenset()
+        resources: tuple[tuple[bytes, int], ...] | None = None
+        samples: Mapping[str, bytes] | None = None
+        if previous is not None:
+            old = previous.result
+            if same_counts(old, result):
+                counts, controls = previous.counts, previous.controls
+            if old.resource_violations == result.resource_violations:
+                resources = previous.resources
+            if old.samples == result.samples:
+                samples = previous.samples
+        if counts is None or resources is None or samples is None:
             self.rendered += 1
+        if counts is None:
+            counts = self._counts(ids, result)
+            controls = frozenset(control for control, _ in result.violations)
+        if resources is None:
+            resources = self._resource_lines(ids, result)
+        if samples is None:
+            labels = dict(zip(n.TARGET_LABELS, ids, strict=True))
+            samples = self._sample_lines(result.samples, labels)
         return _Chunks(result, counts, resources, samples, controls)
 
     def _counts(self, ids: tuple[str, str, str], res: TargetResult) -> tuple[bytes, ...]:
