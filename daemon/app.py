@@ -10,7 +10,6 @@ import signal
 from collections.abc import Mapping
 
 import structlog
-from prometheus_client import CollectorRegistry
 
 from daemon import __version__
 from daemon.aws.api import AwsGateway
@@ -20,6 +19,7 @@ from daemon.config import Settings
 from daemon.controls.registry import all_controls
 from daemon.export.exporter import Exporter
 from daemon.metrics.collector import StateCollector
+from daemon.metrics.exposition import Exposition, Registry
 from daemon.metrics.health import HealthMetrics
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
@@ -42,7 +42,9 @@ class Daemon:
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
-        self.registry = CollectorRegistry()
+        # Everything the daemon exports; registry.collect() renders it all the slow, generic way
+        # (tests, the CLI, the benchmark), /metrics through `exposition` (cached state text).
+        self.registry = Registry()
         self.metrics = HealthMetrics(self.registry)
         self.store = StateStore()
         self.gateway = AwsGateway(settings.aws, self.metrics)
@@ -64,7 +66,9 @@ class Daemon:
             exporter=self.exporter,
         )
         self.policy.on_change = self.reconciler.policy_changed
-        self.registry.register(StateCollector(self.store, settings.metrics, dict(all_controls())))
+        state = StateCollector(self.store, settings.metrics, dict(all_controls()))
+        self.registry.register(state)
+        self.exposition = Exposition(self.registry, state)
         self.metrics.build_info.info({"version": __version__, "revision": settings.build_revision})
         ops = declared_operations()
         self.metrics.zero_initialise(
@@ -77,7 +81,7 @@ class Daemon:
         )
         self.http = HttpServer(
             settings.http,
-            build_app(self.registry, self.heartbeat, self.ready, self.web_config),
+            build_app(self.exposition, self.heartbeat, self.ready, self.web_config),
             self.web_config,
         )
         self.stop = asyncio.Event()
