@@ -604,6 +604,7 @@ async def three_sweeps(
     policy = policy_file(accounts, regions, ["lambda", "ecr", "ecs", "rds"], tmp)
     clock = VirtualClock(args.interval)
     daemon = Daemon(settings_for(policy, args), load_policy(policy), clock=clock)
+    await daemon.warm_up()  # as Daemon.run() does before it serves
     await daemon.http.start()
     rps = report["moto_requests_per_second"]
     sweeps = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -121,6 +122,7 @@ class Daemon:
         """Serve HTTP and reconcile until `stop` is set (by a signal or by the caller)."""
         if signals:
             self.install_signal_handlers()
+        await self.warm_up()
         await self.http.start()
         log.info(
             "posture-daemon started",
@@ -149,6 +151,21 @@ class Daemon:
             await self.http.stop()
             await self.gateway.close()
             log.info("posture-daemon stopped")
+
+    async def warm_up(self) -> None:
+        """Load what lives as long as the process (AWS service models, client classes), then
+        freeze the heap: the garbage collector no longer walks those objects in its full passes,
+        which otherwise paused the event loop -- and with it /metrics and /livez -- for hundreds
+        of ms. Objects made later (results, caches, clients) are collected as before; the frozen
+        ones are still freed by reference counting. Once per process (one daemon per process in
+        production; tests start many)."""
+        if gc.get_freeze_count():
+            return
+        services = {op.service for op in declared_operations()}
+        await self.gateway.sessions.warm_up(services)
+        gc.collect()
+        gc.freeze()
+        log.info("warmed up", services=len(services), frozen_objects=gc.get_freeze_count())
 
     async def _events(self) -> None:
         """The event fast path: SQS, read with the daemon's own credentials."""

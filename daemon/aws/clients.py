@@ -31,7 +31,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -179,6 +179,21 @@ class Sessions:
                     ) from None
                 self._own_account = str(ident["Account"])
             return self._own_account
+
+    async def warm_up(self, services: Iterable[str]) -> None:
+        """Load the service models and build the client classes now, before the first sweep: one
+        throwaway client per service (no call is made). Their parsed JSON is most of the daemon's
+        long-lived heap; `daemon.app` freezes it afterwards so the garbage collector stops
+        re-scanning it (gen-2 passes over it stalled the event loop for hundreds of ms)."""
+        for service in sorted(set(services)):
+            async with self._base.create_client(
+                service,
+                region_name=self._settings.region,
+                config=self._sts_config,
+                aws_access_key_id="warm-up",
+                aws_secret_access_key="warm-up",
+            ):
+                pass
 
     def _new_session(self) -> AioSession:
         session = AioSession()
