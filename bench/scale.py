@@ -61,6 +61,17 @@ TRUST = json.dumps(
     }
 )
 ROLES_PER_ACCOUNT = 10
+# Lambda calls made per function (the rest are list pages and account-region lookups)
+PER_FUNCTION_OPERATIONS = frozenset(
+    {
+        "GetFunction",
+        "GetPolicy",
+        "GetFunctionUrlConfig",
+        "GetFunctionEventInvokeConfig",
+        "ListAliases",
+        "ListProvisionedConcurrencyConfigs",
+    }
+)
 
 
 def accounts_of(n: int) -> list[str]:
@@ -356,6 +367,24 @@ def lambda_operations() -> set[tuple[str, str]]:
     return {k for k in mine if k not in others or k[0] in ("config", "cloudtrail")}
 
 
+def breakdown(
+    calls: Counter[tuple[str, str]], lambda_calls: int, functions: int
+) -> dict[str, float]:
+    """Where the Lambda targets' calls go, per function: list pages, per-function details (cold:
+    every function; steady: the rolling refresh's share and the changed ones) and the
+    account-region lookups (Config, CloudTrail, concurrency, layers, code signing, logs, IAM)."""
+    listing = calls[("lambda", "ListFunctions")]
+    details = sum(
+        v for (svc, op), v in calls.items() if svc == "lambda" and op in PER_FUNCTION_OPERATIONS
+    )
+    per = max(1, functions)
+    return {
+        "list_pages": round(listing / per, 3),
+        "function_details": round(details / per, 3),
+        "account_region_lookups": round((lambda_calls - listing - details) / per, 3),
+    }
+
+
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -441,6 +470,7 @@ async def measure_sweep(daemon: Any, label: str, moto_rps: float, probe: bool) -
         "calls_per_function_by_operation_lambda_iam": by_resource,
         "lambda_target_calls_per_function": round(lambda_calls / max(1, functions), 3),
         "shared_bucket_calls_per_function": round(shared / max(1, functions), 3),
+        "lambda_calls_per_function_breakdown": breakdown(calls, lambda_calls, functions),
         "throttles": sum(v for code, v in errors.items() if "hrottl" in code or "TooMany" in code),
         "error_codes": dict(errors),
         "cpu_seconds": round(cpu, 2),
@@ -481,6 +511,7 @@ def settings_for(policy: Path, args: argparse.Namespace, **shard: Any) -> Any:
         aws={
             "pacing": {"share": args.share, "quota_multiplier": args.quota_multiplier},
             "max_inflight_per_account": args.max_inflight,
+            **({"max_open_clients": args.max_open_clients} if args.max_open_clients else {}),
         },
         shard=shard or {},
     )
@@ -573,6 +604,7 @@ async def three_sweeps(
     policy = policy_file(accounts, regions, ["lambda", "ecr", "ecs", "rds"], tmp)
     clock = VirtualClock(args.interval)
     daemon = Daemon(settings_for(policy, args), load_policy(policy), clock=clock)
+    await daemon.warm_up()  # as Daemon.run() does before it serves
     await daemon.http.start()
     rps = report["moto_requests_per_second"]
     sweeps = []
@@ -655,6 +687,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "workers": args.workers,
             "per_target_concurrency": args.per_target_concurrency,
             "max_inflight_per_account": args.max_inflight,
+            "max_open_clients": args.max_open_clients or "default",
         },
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
@@ -709,6 +742,9 @@ def cli() -> None:
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--per-target-concurrency", type=int, default=8)
     parser.add_argument("--max-inflight", type=int, default=20)
+    parser.add_argument(
+        "--max-open-clients", type=int, default=0, help="AWS clients kept open (0: the default)"
+    )
     parser.add_argument("--skip-sharding", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "scale-results.json")
     args = parser.parse_args()

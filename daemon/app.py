@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 from collections.abc import Mapping
 
 import structlog
-from prometheus_client import CollectorRegistry
 
 from daemon import __version__
 from daemon.aws.api import AwsGateway
@@ -20,6 +20,7 @@ from daemon.config import Settings
 from daemon.controls.registry import all_controls
 from daemon.export.exporter import Exporter
 from daemon.metrics.collector import StateCollector
+from daemon.metrics.exposition import Exposition, Registry
 from daemon.metrics.health import HealthMetrics
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
@@ -42,7 +43,9 @@ class Daemon:
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
-        self.registry = CollectorRegistry()
+        # Everything the daemon exports; registry.collect() renders it all the slow, generic way
+        # (tests, the CLI, the benchmark), /metrics through `exposition` (cached state text).
+        self.registry = Registry()
         self.metrics = HealthMetrics(self.registry)
         self.store = StateStore()
         self.gateway = AwsGateway(settings.aws, self.metrics)
@@ -64,7 +67,9 @@ class Daemon:
             exporter=self.exporter,
         )
         self.policy.on_change = self.reconciler.policy_changed
-        self.registry.register(StateCollector(self.store, settings.metrics, dict(all_controls())))
+        state = StateCollector(self.store, settings.metrics, dict(all_controls()))
+        self.registry.register(state)
+        self.exposition = Exposition(self.registry, state)
         self.metrics.build_info.info({"version": __version__, "revision": settings.build_revision})
         ops = declared_operations()
         self.metrics.zero_initialise(
@@ -77,7 +82,7 @@ class Daemon:
         )
         self.http = HttpServer(
             settings.http,
-            build_app(self.registry, self.heartbeat, self.ready, self.web_config),
+            build_app(self.exposition, self.heartbeat, self.ready, self.web_config),
             self.web_config,
         )
         self.stop = asyncio.Event()
@@ -117,6 +122,7 @@ class Daemon:
         """Serve HTTP and reconcile until `stop` is set (by a signal or by the caller)."""
         if signals:
             self.install_signal_handlers()
+        await self.warm_up()
         await self.http.start()
         log.info(
             "posture-daemon started",
@@ -145,6 +151,21 @@ class Daemon:
             await self.http.stop()
             await self.gateway.close()
             log.info("posture-daemon stopped")
+
+    async def warm_up(self) -> None:
+        """Load what lives as long as the process (AWS service models, client classes), then
+        freeze the heap: the garbage collector no longer walks those objects in its full passes,
+        which otherwise paused the event loop -- and with it /metrics and /livez -- for hundreds
+        of ms. Objects made later (results, caches, clients) are collected as before; the frozen
+        ones are still freed by reference counting. Once per process (one daemon per process in
+        production; tests start many)."""
+        if gc.get_freeze_count():
+            return
+        services = {op.service for op in declared_operations()}
+        await self.gateway.sessions.warm_up(services)
+        gc.collect()
+        gc.freeze()
+        log.info("warmed up", services=len(services), frozen_objects=gc.get_freeze_count())
 
     async def _events(self) -> None:
         """The event fast path: SQS, read with the daemon's own credentials."""

@@ -1,8 +1,10 @@
 """HTTP endpoints: /metrics, /livez, /readyz.
 
-The exposition is rendered in a worker thread from immutable state, so a large scrape never stalls
-the event loop; /livez is answered by the event loop itself and also checks that a heartbeat task
-has run recently, so a starved or blocked loop fails the probe.
+/metrics is rendered in a worker thread from immutable state, so a large scrape never stalls the
+event loop, and mostly from text cached per target result (daemon/metrics/exposition.py), so it
+stays fast while a sweep keeps the event loop busy. /livez is answered by the event loop itself
+and also checks that a heartbeat task has run recently, so a starved or blocked loop fails the
+probe.
 
 Bad clients cannot hurt the loop: request lines and headers are capped by aiohttp (8 KiB each,
 128 headers: 400/431 beyond), bodies by `client_max_size`, unknown paths and methods get 404/405,
@@ -15,15 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from daemon.config import HttpSettings
+from daemon.metrics.exposition import Exposition
 from daemon.webconfig import AUTH_REALM, WebConfigHolder
 
 HEARTBEAT_SECONDS = 1.0
@@ -49,9 +51,32 @@ class Heartbeat:
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 
+# /metrics is gzipped for clients that accept it (Prometheus does): at 30,000 series 5.8 MB become
+# 0.17 MB for ~12 ms of zlib, which releases the GIL (level 6: 0.15 MB, 29 ms).
+GZIP_LEVEL = 3
+GZIP_MIN_BYTES = 1024
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (RFC 9110: `*` stands for it, q=0 refuses)."""
+    quality: dict[str, float] = {}
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[coding.strip().lower()] = q
+    q = quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0)))
+    return q > 0
+
 
 def build_app(
-    registry: CollectorRegistry,
+    exposition: Exposition,
     heartbeat: Heartbeat,
     ready: ReadyCheck,
     web_config: WebConfigHolder | None = None,
@@ -77,10 +102,24 @@ def build_app(
         return response
 
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(None, encoder, registry)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        accept = request.headers.get("Accept", "")
+        gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+
+        def scrape() -> tuple[bytes, str, bool]:
+            # rendered and compressed in one trip to the worker thread: every return to the
+            # event loop may wait behind a sweep's callbacks
+            body, content_type = exposition.render(accept)
+            if gzipped and len(body) >= GZIP_MIN_BYTES:
+                return gzip.compress(body, GZIP_LEVEL, mtime=0), content_type, True
+            return body, content_type, False
+
+        body, content_type, compressed = await asyncio.get_running_loop().run_in_executor(
+            None, scrape
+        )
+        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        if compressed:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def livez(_request: web.Request) -> web.Response:
         lag = heartbeat.lag

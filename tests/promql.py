@@ -19,12 +19,20 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 PROMETHEUS_SERIES = frozenset({"up"})
 
 
-def tool(name: str, *args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
+def tool(
+    name: str, *args: str, cwd: Path = DEPLOY, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run promtool or amtool (Debian's prometheus and prometheus-alertmanager packages)."""
     exe = shutil.which(name)
     assert exe, f"{name} is required (Debian packages prometheus, prometheus-alertmanager)"
     return subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
+        [exe, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
     )
 
 

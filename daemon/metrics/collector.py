@@ -1,7 +1,11 @@
 """The custom collector that renders compliance state at scrape time.
 
-`collect()` only reads the state store's current view (memory, no awaits, no AWS). It runs in the
-HTTP server's worker thread; the view is immutable, so no lock is needed.
+`collect()` only reads the state store's current view (memory, no awaits, no AWS); the view is
+immutable, so no lock is needed. It builds every state family from the whole store at each call:
+that is what `registry.collect()` users get (tests, the CLI, bench/scale.py). /metrics serves the
+same families from text cached per target result instead (daemon/metrics/exposition.py, which
+follows `state_families()` and this module's series, order and cap); the unit tests render both
+ways and require identical text, so a change here needs the same change there.
 """
 
 from __future__ import annotations
@@ -17,25 +21,40 @@ from daemon.metrics import names as n
 from daemon.model import Severity
 from daemon.state import StateStore, StoreView
 
-# State metrics this module renders itself; the rest come from measures.
-_BUILT_IN = frozenset(
-    {
-        n.VIOLATIONS,
-        n.EVALUATED,
-        n.EVALUATION_ERRORS,
-        n.RESOURCE_VIOLATION,
-        n.RESOURCE_SERIES_DROPPED,
-        n.EXEMPTIONS,
-        n.RESOURCES,
-        n.ACCOUNT_INFO,
-        n.CONTROL_INFO,
-        n.TARGET_UP,
-        n.TARGET_LAST_SUCCESS,
-        n.TARGET_LAST_ATTEMPT,
-        n.TARGET_FAILURES,
-        n.ACCOUNT_UP,
-    }
+# State metrics this module renders itself, in the order collect() yields them; the families of
+# the measures follow, sorted by name (see `state_families`).
+BUILT_IN_ORDER = (
+    n.VIOLATIONS,
+    n.EVALUATED,
+    n.EVALUATION_ERRORS,
+    n.EXEMPTIONS,
+    n.RESOURCES,
+    n.RESOURCE_VIOLATION,
+    n.RESOURCE_SERIES_DROPPED,
+    n.TARGET_UP,
+    n.TARGET_LAST_SUCCESS,
+    n.TARGET_LAST_ATTEMPT,
+    n.TARGET_FAILURES,
+    n.ACCOUNT_UP,
+    n.ACCOUNT_INFO,
+    n.CONTROL_INFO,
 )
+_BUILT_IN = frozenset(BUILT_IN_ORDER)
+
+
+def measure_defs() -> tuple[n.MetricDef, ...]:
+    """The state metrics of daemon/measures.py (every one a gauge), sorted by name."""
+    return tuple(
+        sorted(
+            (d for d in n.ALL if d.source == "state" and d not in _BUILT_IN),
+            key=lambda d: d.name,
+        )
+    )
+
+
+def state_families() -> tuple[n.MetricDef, ...]:
+    """Every state family in exposition order (daemon/metrics/exposition.py follows it too)."""
+    return BUILT_IN_ORDER + measure_defs()
 
 
 def _gauge(d: n.MetricDef) -> GaugeMetricFamily:
@@ -98,7 +117,7 @@ class StateCollector(Collector):
     def _measures(self, view: StoreView) -> Iterator[Metric]:
         """Every other state metric, from the samples of daemon/measures.py."""
         families: dict[str, GaugeMetricFamily] = {}
-        defs = {d.name: d for d in n.ALL if d.source == "state" and d not in _BUILT_IN}
+        defs = {d.name: d for d in measure_defs()}
 
         def family(metric: str) -> tuple[GaugeMetricFamily, n.MetricDef] | None:
             d = defs.get(metric)

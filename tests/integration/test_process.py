@@ -102,6 +102,15 @@ async def test_run_serves_reloads_on_sighup_and_stops_cleanly_on_sigterm(
     assert "posture-daemon started" in events
     assert "stop signal received" in events
     assert events[-1] == "posture-daemon stopped"
+    # before serving, the service models were loaded and the long-lived heap frozen (out of the
+    # garbage collector's full passes, which would otherwise pause the event loop)
+    warmed = [
+        json.loads(line)
+        for line in log_path.read_text().splitlines()
+        if line.startswith("{") and json.loads(line)["event"] == "warmed up"
+    ]
+    assert len(warmed) == 1 and events.index("warmed up") < events.index("posture-daemon started")
+    assert warmed[0]["services"] >= 10 and warmed[0]["frozen_objects"] > 100_000
     assert "Traceback" not in log_path.read_text()
 
 

@@ -1,4 +1,8 @@
-"""The state store and the scrape-time collector, read back through the Prometheus text format."""
+"""The state store and the scrape-time collector, read back through the Prometheus text format.
+
+Every scrape here renders the state both ways, through the collector and through the cached fast
+path of /metrics (daemon/metrics/exposition.py), and requires the two texts to be identical.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ import datetime as dt
 from collections.abc import Iterable
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.config import MetricsSettings
 from daemon.controls.registry import all_controls
 from daemon.metrics import names as n
 from daemon.metrics.collector import StateCollector
+from daemon.metrics.exposition import Exposition, Registry
 from daemon.model import Finding, Severity, Status, Target
 from daemon.state import StateStore, TargetHealth, TargetResult
 
@@ -72,9 +77,12 @@ def make_store(*targets: Target) -> StateStore:
 def scrape(
     store: StateStore, settings: MetricsSettings | None = None
 ) -> dict[str, dict[Labels, float]]:
-    registry = CollectorRegistry()
-    registry.register(StateCollector(store, settings or MetricsSettings(), dict(all_controls())))
+    registry = Registry()
+    state = StateCollector(store, settings or MetricsSettings(), dict(all_controls()))
+    registry.register(state)
     text = generate_latest(registry).decode()
+    fast, _ = Exposition(registry, state).render("")
+    assert fast.decode() == text
     out: dict[str, dict[Labels, float]] = {}
     for family in text_string_to_metric_families(text):
         series = out.setdefault(family.name, {})
