@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date
 
 from pydantic import Field
 
@@ -630,7 +630,9 @@ def runtime_supported(fn: m.LambdaFunction, p: RuntimeParams, ctx: EvalContext) 
     today = ctx.now.date()
     if deprecated_on <= today:
         return failed(f"{fn.runtime} deprecated on {deprecated_on.isoformat()}")
-    if deprecated_on <= today + timedelta(days=p.warn_days_before):
+    # days apart, not today + timedelta(warn_days_before): any int is a valid setting, and a date
+    # that far ahead overflows
+    if (deprecated_on - today).days <= p.warn_days_before:
         return failed(f"{fn.runtime} will be deprecated on {deprecated_on.isoformat()}")
     return passed(f"{fn.runtime} supported until {deprecated_on.isoformat()}")
 

@@ -86,16 +86,17 @@ RDS_BACKUP_DOCS = (
 
 def age_text(delta: dt.timedelta) -> str:
     """A short human age: minutes below 2 h, hours below 2 days, days after."""
-    seconds = max(0.0, delta.total_seconds())
+    return seconds_text(delta.total_seconds())
+
+
+def seconds_text(seconds: float) -> str:
+    """age_text for a number of seconds (policy limits: any size, no timedelta to overflow)."""
+    seconds = max(0.0, seconds)
     if seconds < 2 * HOUR:
         return f"{seconds / 60:.0f} min"
     if seconds < 2 * DAY:
         return f"{seconds / HOUR:.1f} h"
     return f"{seconds / DAY:.1f} d"
-
-
-def _limit(seconds: float) -> str:
-    return age_text(dt.timedelta(seconds=seconds))
 
 
 # --- Lambda: versions ----------------------------------------------------------------------------
@@ -145,8 +146,8 @@ def version_current(
     )
     limit = p.max_unpublished_age_hours * HOUR
     if lag.total_seconds() > limit:
-        return failed(f"{what}, unpublished for {age_text(lag)} (limit {_limit(limit)})")
-    return passed(f"{what}, unpublished for {age_text(lag)}: within {_limit(limit)}")
+        return failed(f"{what}, unpublished for {age_text(lag)} (limit {seconds_text(limit)})")
+    return passed(f"{what}, unpublished for {age_text(lag)}: within {seconds_text(limit)}")
 
 
 class LambdaBackupAgeParams(Params):
@@ -186,8 +187,8 @@ def lambda_backup_age(
     limit = p.max_backup_age_days * DAY
     text = f"$LATEST differs from version {newest.version}, published {age_text(age)} ago"
     if age.total_seconds() > limit:
-        return failed(f"{text} (limit {_limit(limit)})")
-    return passed(f"{text}: within {_limit(limit)}")
+        return failed(f"{text} (limit {seconds_text(limit)})")
+    return passed(f"{text}: within {seconds_text(limit)}")
 
 
 # --- Lambda: logs ----------------------------------------------------------------------------
@@ -495,7 +496,7 @@ def rds_backup_age(db: rds.Database, p: RdsBackupAgeParams, ctx: EvalContext) ->
         elif (ctx.now - when).total_seconds() > limit:
             problems.append(f"{label} {age_text(ctx.now - when)} old")
     if problems:
-        return failed(f"{', '.join(problems)} (limit {_limit(limit)}); " + "; ".join(notes))
+        return failed(f"{', '.join(problems)} (limit {seconds_text(limit)}); " + "; ".join(notes))
     return passed("; ".join(notes))
 
 
@@ -543,7 +544,7 @@ def backup_plan(db: rds.Database, p: BackupPlanParams, ctx: EvalContext) -> Outc
     limit = p.max_recovery_point_age_hours * HOUR
     text = f"newest recovery point {age_text(age)} old"
     if age.total_seconds() > limit:
-        return failed(f"{text} (limit {_limit(limit)})")
+        return failed(f"{text} (limit {seconds_text(limit)})")
     return passed(f"{text} in {point.vault_arn or 'a backup vault'}")
 
 

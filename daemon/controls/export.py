@@ -93,7 +93,7 @@ def config_export_current(
         since = state.pending_since or ctx.now
         lag = ctx.now - since
         why = f"; last attempt: {state.problem}" if state.problem else ""
-        if lag > dt.timedelta(minutes=p.max_lag_minutes):
+        if lag.total_seconds() > p.max_lag_minutes * 60:  # no timedelta: any int is valid
             return failed(
                 f"current configuration not exported for {_minutes(lag)} "
                 f"(allowed {p.max_lag_minutes} min); newest: {newest}{why}"

@@ -203,6 +203,8 @@ class TestVersionCurrent:
         stale = make_fn(code_sha256=CODE_V2, last_modified=NOW - 30 * H)
         expect(run(self.CID, stale), Status.FAIL, "unpublished for 30.0 h", "limit 24.0 h")
         assert run(self.CID, stale, {"max_unpublished_age_hours": 48}).status is Status.PASS  # type: ignore[union-attr]
+        # a limit beyond what a timedelta holds is still a limit (no overflow in the evidence)
+        expect(run(self.CID, stale, {"max_unpublished_age_hours": 10**15}), Status.PASS, "within")
 
     def test_change_counted_from_the_version_when_last_modified_is_older(self) -> None:
         # moto does not move LastModified on UpdateFunctionCode: the change cannot predate the

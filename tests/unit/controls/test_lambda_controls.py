@@ -1117,6 +1117,10 @@ class TestRuntimeSupported:
         assert_pass(run(self.CID, fn, {"warn_days_before": 190}))
         outcome = run(self.CID, fn, {"warn_days_before": 197})
         assert_fail(outcome, "python3.9 will be deprecated on 2025-12-15")
+        # any valid setting is judged, even one that reaches past the last date (found by the
+        # policy property test: today + 2,912,292 days overflowed)
+        outcome = run(self.CID, fn, {"warn_days_before": 10**12})
+        assert_fail(outcome, "python3.9 will be deprecated on 2025-12-15")
 
     def test_image_package_is_not_applicable(self) -> None:
         assert run(self.CID, make_fn(package_type="Image", runtime=None, handler=None)) is None
