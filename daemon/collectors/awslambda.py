@@ -18,6 +18,7 @@ from daemon.collectors.base import (
     AspectErrors,
     CollectContext,
     Operation,
+    concurrently,
     parse_timestamp,
 )
 from daemon.collectors.cache import DetailCache
@@ -289,14 +290,16 @@ class LambdaCollector:
         self.details.retain(
             (target.account_id, target.region), (str(e.get("FunctionArn")) for e in latest)
         )
-        layers = await self._layers(ctx)
-        shared = await self._region_data(ctx, latest, layers)
+        # the account-region lookups are independent of each other: one round trip, not five
+        layers, shared, posture = await concurrently(
+            self._layers(ctx), self._region_data(ctx, latest), region.collect_region(ctx)
+        )
+        shared.layer_versions = {lv.arn for lv in layers}
         served = len(ctx.fetched_at)
         functions = await ctx.gather(
             latest, lambda raw: self._function(ctx, raw, versions, raw_versions, shared)
         )
         found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
-        posture = await region.collect_region(ctx)
         budget, budget_errors = await concurrency.collect_concurrency(ctx, found)
         stamp = ctx.now.timestamp()
         cached = any(at < stamp for at in ctx.fetched_at[served:])
@@ -385,25 +388,37 @@ class LambdaCollector:
         return sorted(out, key=lambda lv: lv.arn)
 
     async def _region_data(
-        self, ctx: CollectContext, functions: list[dict[str, Any]], layers: list[m.LayerVersion]
+        self, ctx: CollectContext, functions: list[dict[str, Any]]
     ) -> _RegionData:
-        log_groups, log_error = await self._log_groups(ctx, functions)
-        log_groups, export_errors = await self._log_export(ctx, log_groups)
+        """The target's shared lookups, read concurrently (`layer_versions` is filled in by the
+        caller from the layer listing)."""
+
+        async def logs() -> tuple[dict[str, m.LogGroup], str | None, dict[str, str]]:
+            log_groups, log_error = await self._log_groups(ctx, functions)
+            log_groups, export_errors = await self._log_export(ctx, log_groups)
+            return log_groups, log_error, export_errors
+
         subnet_ids = sorted(
             {s for f in functions for s in (f.get("VpcConfig") or {}).get("SubnetIds") or []}
         )
-        subnet_azs, subnet_error = await self._subnets(ctx, subnet_ids)
+        (log_groups, log_error, export_errors), subnets, foreign, signing = await concurrently(
+            logs(),
+            self._subnets(ctx, subnet_ids),
+            self._foreign_layers(ctx, functions),
+            self._signing_configs(ctx),
+        )
+        subnet_azs, subnet_error = subnets
         return _RegionData(
             log_groups=log_groups,
             log_groups_error=log_error,
             log_export_errors=export_errors,
             subnet_azs=subnet_azs,
             subnets_error=subnet_error,
-            layer_versions={lv.arn for lv in layers},
-            foreign_layers=await self._foreign_layers(ctx, functions),
+            layer_versions=set(),
+            foreign_layers=foreign,
             stages={},
             signing_errors={},
-            **await self._signing_configs(ctx),
+            **signing,
         )
 
     async def _signing_configs(self, ctx: CollectContext) -> dict[str, Any]:

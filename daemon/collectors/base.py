@@ -85,6 +85,22 @@ class CollectContext:
         return [t.result() for t in tasks]
 
 
+async def concurrently(*calls: Awaitable[Any]) -> list[Any]:
+    """Await independent calls at once, results in order; the first failure cancels the others
+    and is raised as itself (an AwsError, not a group). For the account-region lookups of a
+    target, which would otherwise each wait for the one before."""
+
+    async def run(call: Awaitable[Any]) -> Any:
+        return await call
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(run(call)) for call in calls]
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    return [t.result() for t in tasks]
+
+
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first real failure in a task group (so callers see an AwsError, not a group)."""
     for exc in group.exceptions:

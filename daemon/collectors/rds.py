@@ -21,10 +21,17 @@ from typing import Any, TypeVar
 
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors import ec2, kms, region
-from daemon.collectors.base import AspectErrors, CollectContext, Operation, parse_timestamp
+from daemon.collectors.base import (
+    AspectErrors,
+    CollectContext,
+    Operation,
+    concurrently,
+    parse_timestamp,
+)
 from daemon.collectors.cache import DetailCache
 from daemon.model import frozen_errors, frozen_tags
 from daemon.model import rds as m
+from daemon.model.awslambda import RegionPosture
 from daemon.model.ec2 import SecurityGroup
 from daemon.model.kms import KmsKey
 
@@ -207,35 +214,43 @@ class RdsCollector:
 
     async def collect(self, ctx: CollectContext) -> m.RdsSnapshot:
         t = ctx.target
-        raw_instances = [
-            r
-            for r in await ctx.api.all_items("rds", "describe_db_instances", "DBInstances")
-            if r.get("Engine") not in NOT_RDS_ENGINES
-        ]
-        raw_clusters = [
-            r
-            for r in await ctx.api.all_items("rds", "describe_db_clusters", "DBClusters")
-            if r.get("Engine") not in NOT_RDS_ENGINES
-        ]
+
+        async def posture_of() -> RegionPosture | None:
+            if not ctx.wants(CONFIG_CONTROL):
+                return None
+            return await region.collect_region(ctx, trails=False)
+
+        # independent listings at once; what depends on the databases follows
+        (
+            listed_instances,
+            listed_clusters,
+            (snapshots, snapshots_error),
+            protected_of,
+            posture,
+        ) = await concurrently(
+            ctx.api.all_items("rds", "describe_db_instances", "DBInstances"),
+            ctx.api.all_items("rds", "describe_db_clusters", "DBClusters"),
+            self._snapshots(ctx),
+            self._protected(ctx),
+            posture_of(),
+        )
+        protected, protected_error = protected_of
+        raw_instances = [r for r in listed_instances if r.get("Engine") not in NOT_RDS_ENGINES]
+        raw_clusters = [r for r in listed_clusters if r.get("Engine") not in NOT_RDS_ENGINES]
         instances = [db_instance(r, t.account_id, t.region) for r in raw_instances]
         clusters = [db_cluster(r, t.account_id, t.region) for r in raw_clusters]
         databases: list[m.Database] = [*instances, *clusters]
 
-        groups, groups_error = await ec2.security_groups(
-            ctx, (g for db in databases for g in db.security_group_ids)
+        (groups, groups_error), keys = await concurrently(
+            ec2.security_groups(ctx, (g for db in databases for g in db.security_group_ids)),
+            kms.describe_keys(
+                ctx, (db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id)
+            ),
         )
-        keys = await kms.describe_keys(
-            ctx, (db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id)
-        )
-        snapshots, snapshots_error = await self._snapshots(ctx)
-        protected, protected_error = await self._protected(ctx)
         shared = {
             m.ASPECT_SNAPSHOTS: snapshots_error,
             m.ASPECT_BACKUP_PLAN: protected_error,
         }
-        posture = (
-            await region.collect_region(ctx, trails=False) if ctx.wants(CONFIG_CONTROL) else None
-        )
         return m.RdsSnapshot(
             target=t,
             collected_at=ctx.now,
