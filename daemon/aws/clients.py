@@ -83,20 +83,35 @@ class SharedTlsHTTPSession(AIOHTTPSession):  # type: ignore[misc]
 
 
 _CLASSES: dict[tuple[str, str], type] = {}
+_MODELS: dict[tuple[str, str | None], Any] = {}
 
 
 def share_client_classes() -> None:
-    """Make aiobotocore build each service's client class once per process.
+    """Make aiobotocore build each service's client class and service model once per process.
 
     The class holds only the service's API methods (`_api_call` closures that look the operation
     up on the instance) and is decided by the service model and the `creating-client-class`
     handlers; every session the daemon makes is a default session with the same handlers, so the
-    class is the same for every client of a service. Instances keep their own configuration,
-    credentials, endpoint and event hooks. Idempotent.
+    class is the same for every client of a service.
+
+    The service model is read-only once built (its operation and shape models are caches of the
+    same JSON); botocore builds one per client, and each client's endpoint-discovery check walks
+    every operation of it (EC2: ~800 operation models per client). Shared, a service's model is
+    built once.
+
+    Instances keep their own configuration, credentials, endpoint and event hooks. Idempotent.
     """
     create = AioClientCreator._create_client_class
     if getattr(create, "_posture_shared", False):
         return
+    load_model = AioClientCreator._load_service_model
+
+    def shared_model(self: Any, service_name: str, api_version: str | None = None) -> Any:
+        key = (service_name, api_version)
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS[key] = load_model(self, service_name, api_version)
+        return model
 
     async def shared(self: Any, service_name: str, service_model: Any) -> type:
         key = (service_name, str(service_model.api_version))
@@ -107,6 +122,7 @@ def share_client_classes() -> None:
 
     shared._posture_shared = True  # type: ignore[attr-defined]
     AioClientCreator._create_client_class = shared
+    AioClientCreator._load_service_model = shared_model
 
 
 share_client_classes()

@@ -35,21 +35,25 @@ async def test_clients_share_class_and_tls_context_but_not_identity(moto: Embedd
     gateway = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()))
     try:
         seen: dict[tuple[str, str], tuple[object, object, set[str]]] = {}
+        models: set[int] = set()
         for account in ACCOUNTS:
             for region in REGIONS:
                 async with gateway.pool.client(account, region, "lambda") as client:
                     page = await client.list_layers()
                     names = {layer["LayerName"] for layer in page["Layers"]}
                     seen[(account, region)] = (type(client), _tls_context(client), names)
+                    models.add(id(client.meta.service_model))
         classes = {cls for cls, _, _ in seen.values()}
         contexts = {id(ctx) for _, ctx, _ in seen.values()}
         assert len(classes) == 1, "one client class per service"
         assert len(contexts) == 1, "one TLS context for every client"
+        assert len(models) == 1, "one service model per service"
         # ... while every client still answers for its own account and region
         for (account, region), (_, _, names) in seen.items():
             assert names == {f"own-{account}-{region}"}
         async with gateway.pool.client(ACCOUNTS[0], PRIMARY, "ecr") as ecr:
             assert type(ecr) not in classes  # another service, another class
+            assert id(ecr.meta.service_model) not in models
             assert hasattr(ecr, "describe_repositories")
             assert not hasattr(ecr, "list_functions")
     finally:
