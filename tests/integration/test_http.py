@@ -10,7 +10,9 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import aiohttp
 import bcrypt
 import pytest
 
+from daemon import server
 from daemon.cli import main as cli_main
 from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
@@ -132,6 +135,46 @@ def _client_tls(ca: Path, cert: Path | None = None) -> ssl.SSLContext:
     if cert is not None:
         ctx.load_cert_chain(str(cert), str(cert.with_suffix(".key")))
     return ctx
+
+
+async def test_the_server_answers_while_the_daemon_loop_is_blocked(
+    seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP server has a thread and event loop of its own: with the daemon's loop blocked
+    (as a long garbage collection or a CPU-heavy callback blocks it), /metrics still answers at
+    once from the published state, and /livez reports the stall instead of hanging."""
+    monkeypatch.setattr(server, "LIVENESS_LAG_SECONDS", 0.5)
+    settings = settings_for(policy_for([seeded], tmp_path, regions=[PRIMARY]))
+    async with running_daemon(settings) as daemon:
+        port = daemon.http.port
+        answers: dict[str, tuple[int, str, float]] = {}
+
+        def scrape() -> None:  # a client outside the daemon's loop, as Prometheus is
+            time.sleep(1.0)  # the loop is blocked by then
+            for path in ("/metrics", "/livez"):
+                started = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                        status, body = r.status, r.read().decode()
+                except urllib.error.HTTPError as err:
+                    status, body = err.code, err.read().decode()
+                answers[path] = (status, body, time.perf_counter() - started)
+
+        client = threading.Thread(target=scrape)
+        client.start()
+        time.sleep(3.0)  # blocks the daemon's event loop: none of its callbacks run meanwhile
+        blocked_until = time.perf_counter()
+        client.join()
+        assert set(answers) == {"/metrics", "/livez"}, "answered while the loop was blocked"
+        status, body, took = answers["/metrics"]
+        assert status == 200
+        assert "posture_violations{" in body
+        assert took < 1.0, f"/metrics took {took:.2f}s"
+        status, body, _ = answers["/livez"]
+        assert status == 503
+        assert "event loop stalled" in body
+        assert time.perf_counter() - blocked_until < 1.0  # the client was done before
+        assert (await get(daemon, "/livez"))[0] == 200  # the loop runs again
 
 
 async def test_tls_and_basic_auth_with_real_clients(seeded: str, tmp_path: Path) -> None:
