@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -48,6 +49,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+PROMETHEUS_ACCEPT = (  # Prometheus 3's scrape Accept header
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -271,8 +277,10 @@ async def change(accounts: list[str], regions: list[str], functions: int, fracti
 
 async def moto_throughput(
     account: str, region: str, seconds: float = 5.0, concurrency: int = 16
-) -> float:
-    """Requests per second moto answers (GetFunction and ListAliases on seeded functions)."""
+) -> tuple[float, float]:
+    """Requests per second moto answers (GetFunction and ListAliases on seeded functions), and
+    the CPU ms this process spent per call meanwhile: the floor of any botocore-based client,
+    calls made by bare aiobotocore with nothing of the daemon around them."""
     from aiobotocore.session import get_session
 
     session = get_session()
@@ -292,9 +300,10 @@ async def moto_throughput(
                 done += 1
                 i += concurrency
 
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), cpu_seconds()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        return done / (time.monotonic() - started)
+        cpu = cpu_seconds() - cpu0
+        return done / (time.monotonic() - started), cpu / max(1, done) * 1000
 
 
 # --- the daemon, measured ----------------------------------------------------------------------
@@ -394,7 +403,64 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def measure_sweep(daemon: Any, label: str, moto_rps: float, probe: bool) -> dict[str, Any]:
+class ScrapeProbe:
+    """Scrapes /metrics once a second from a child process (`run_probe`) while the block runs;
+    yields the list the latencies (s) are put in when the block ends. No port: no probe."""
+
+    def __init__(self, port: int | None) -> None:
+        self.port = port
+        self.latencies: list[float] = []
+        self.child: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> list[float]:
+        if self.port is not None:
+            self.child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "_probe",
+                f"http://127.0.0.1:{self.port}/metrics",
+                "1.0",
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        return self.latencies
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.child is None:
+            return
+        assert self.child.stdin is not None
+        self.child.stdin.close()
+        out, _ = await self.child.communicate()
+        if self.child.returncode != 0:
+            raise SystemExit(f"the /metrics probe failed ({self.child.returncode})")
+        self.latencies.extend(float(line) / 1000 for line in out.decode().split())
+
+
+class GcPauses:
+    """Records how long each full (generation 2) garbage collection takes while the block runs:
+    such a pass holds the GIL, so it stalls every thread, the HTTP server's included."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif info["generation"] == 2:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    async def __aenter__(self) -> list[float]:
+        gc.callbacks.append(self._callback)
+        return self.pauses
+
+    async def __aexit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+async def measure_sweep(
+    daemon: Any, label: str, moto_rps: float, floor_ms: float, probe: bool
+) -> dict[str, Any]:
     from daemon.aws.pacing import bucket_for
 
     pacer = daemon.gateway.pacer
@@ -402,28 +468,10 @@ async def measure_sweep(daemon: Any, label: str, moto_rps: float, probe: bool) -
     calls_before = api_calls(registry)
     errors_before = api_errors(registry)
     granted_before = {k: b.granted for k, b in pacer.buckets().items()}
-    latencies: list[float] = []
-    stop = asyncio.Event()
-
-    async def scrape_probe() -> None:
-        import aiohttp
-
-        url = f"http://127.0.0.1:{daemon.http.port}/metrics"
-        async with aiohttp.ClientSession() as session:
-            while not stop.is_set():
-                started = time.perf_counter()
-                async with session.get(url) as resp:
-                    await resp.read()
-                latencies.append(time.perf_counter() - started)
-                await asyncio.sleep(2.0)  # a fast Prometheus scrape interval, not a load test
-
-    probe_task = asyncio.create_task(scrape_probe()) if probe else None
-    cpu0, wall0 = cpu_seconds(), time.monotonic()
-    outcomes = await daemon.reconciler.sweep_once()
-    wall, cpu = time.monotonic() - wall0, cpu_seconds() - cpu0
-    stop.set()
-    if probe_task is not None:
-        await probe_task
+    async with ScrapeProbe(daemon.http.port if probe else None) as latencies, GcPauses() as pauses:
+        cpu0, wall0 = cpu_seconds(), time.monotonic()
+        outcomes = await daemon.reconciler.sweep_once()
+        wall, cpu = time.monotonic() - wall0, cpu_seconds() - cpu0
 
     calls = api_calls(registry) - calls_before
     errors = api_errors(registry) - errors_before
@@ -476,7 +524,12 @@ async def measure_sweep(daemon: Any, label: str, moto_rps: float, probe: bool) -
         "cpu_seconds": round(cpu, 2),
         "cpu_seconds_per_1000_resources": round(cpu / max(1, total_resources) * 1000, 3),
         "cpu_seconds_per_1000_functions": round(cpu / max(1, functions) * 1000, 3),
+        # what the same calls cost bare aiobotocore: the floor for any botocore-based daemon
+        "client_floor_cpu_seconds_per_1000_functions": round(
+            total * floor_ms / max(1, functions), 3
+        ),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "full_gc": {"count": len(pauses), "max_ms": round(max(pauses, default=0) * 1000, 1)},
         "quota_bound_seconds": round(quota_bound, 2),
         "quota_bound_bucket": busiest,
         "moto_bound_seconds": round(moto_bound, 2),
@@ -607,16 +660,17 @@ async def three_sweeps(
     await daemon.warm_up()  # as Daemon.run() does before it serves
     await daemon.http.start()
     rps = report["moto_requests_per_second"]
+    floor = report["client_cpu_ms_per_call"]
     sweeps = []
     try:
         clock.start_sweep(0)
-        sweeps.append(await measure_sweep(daemon, "cold", rps, True))
+        sweeps.append(await measure_sweep(daemon, "cold", rps, floor, True))
         print(table(sweeps), flush=True)
         clock.start_sweep(1)
-        sweeps.append(await measure_sweep(daemon, "steady", rps, True))
+        sweeps.append(await measure_sweep(daemon, "steady", rps, floor, True))
         report["changed_functions"] = await change(accounts, regions, args.functions, args.changed)
         clock.start_sweep(2)
-        sweeps.append(await measure_sweep(daemon, f"changed-{args.changed:.0%}", rps, False))
+        sweeps.append(await measure_sweep(daemon, f"changed-{args.changed:.0%}", rps, floor, False))
     finally:
         await daemon.http.stop()
         await daemon.gateway.close()
@@ -706,10 +760,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("seeding failed")
         report["seed_seconds"] = round(time.monotonic() - started, 1)
         print(f"seeded in {report['seed_seconds']} s", flush=True)
-        report["moto_requests_per_second"] = round(
-            await moto_throughput(accounts[0], regions[0]), 1
+        rps, floor_ms = await moto_throughput(accounts[0], regions[0])
+        report["moto_requests_per_second"] = round(rps, 1)
+        report["client_cpu_ms_per_call"] = round(floor_ms, 3)
+        print(
+            f"moto: {rps:.1f} requests/s; bare aiobotocore: {floor_ms:.2f} CPU ms per call",
+            flush=True,
         )
-        print(f"moto: {report['moto_requests_per_second']} requests/s", flush=True)
 
         tmp = Path(tempfile.mkdtemp(prefix="posture-bench-"))
         await three_sweeps(accounts, regions, args, tmp, report)
@@ -722,9 +779,37 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def run_probe(url: str, every: float) -> None:
+    """Child: scrapes `url` every `every` s as Prometheus does (one keep-alive connection, its
+    Accept and Accept-Encoding headers) and prints each scrape's latency in ms, until stdin
+    closes. A process of its own, as Prometheus is: a probe on the daemon's event loop (or in its
+    process, behind its GIL) would time the daemon's stalls as its own."""
+    import http.client
+    import select
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    while True:
+        started = time.perf_counter()
+        conn.request("GET", parts.path, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        if resp.status != 200 or not body:
+            raise SystemExit(f"probe: HTTP {resp.status}")
+        print(f"{elapsed:.2f}", flush=True)
+        if select.select([sys.stdin], [], [], every)[0]:
+            return  # stdin closed (or written to): stop
+
+
 def cli() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_moto":
         run_moto()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_probe":
+        run_probe(sys.argv[2], float(sys.argv[3]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_seed":
         n_accounts, n_regions, n_functions = (int(v) for v in sys.argv[2:5])
