@@ -5,6 +5,15 @@ collector, in the scrape thread) take a `view()` — a consistent set of referen
 a half-written state. A target's result is replaced by its next successful sweep (so deleted
 resources disappear), kept when a sweep fails (so nothing flips to compliant), and dropped when the
 target is no longer assigned.
+
+The store keeps what the metrics need, and little more: every aggregate of a result (computed
+from all its findings in `TargetResult.build`, passes included) and the findings that are not a
+plain pass (FAIL, exempted or not, and ERROR: what someone reading a metric asks about). PASS
+findings are dropped when a result is published (`publish` stores `TargetResult.stored()`):
+nothing reads them from the store, and in a mostly compliant estate they are most of a result's
+memory (the demo estate's Lambda results: 6.8 KB per function with them, 2.1 KB without), held
+for as long as the process lives. Whoever needs a sweep's passes, as `posture-daemon check` does,
+reads the result the reconciler returns (`Outcome.result`), never the store.
 """
 
 from __future__ import annotations
@@ -86,6 +95,15 @@ class TargetResult:
             samples=tuple(samples),
         )
 
+    def stored(self) -> TargetResult:
+        """This result as the store keeps it: the same aggregates, without the PASS findings
+        (`self` when it has none). Aggregates are never recomputed from the kept findings."""
+        if not any(f.status is Status.PASS for f in self.findings):
+            return self
+        return replace(
+            self, findings=tuple(f for f in self.findings if f.status is not Status.PASS)
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TargetHealth:
@@ -141,12 +159,13 @@ class StateStore:
         )
 
     def publish(self, result: TargetResult, at: float) -> None:
+        """A successful reconcile: the target's result (without its passes, see `stored`)."""
         v = self._view
         if result.target not in v.targets:
             return  # unassigned while it was being reconciled
         health = TargetHealth(up=True, attempted=True, last_success=at, last_attempt=at)
         self._swap(
-            results=MappingProxyType({**v.results, result.target: result}),
+            results=MappingProxyType({**v.results, result.target: result.stored()}),
             health=MappingProxyType({**v.health, result.target: health}),
         )
 

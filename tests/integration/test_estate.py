@@ -22,11 +22,14 @@ import io
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from daemon.app import Daemon
 from daemon.cli import main as cli_main
 from daemon.demo import containers, databases
 from daemon.demo.estate import (
@@ -41,6 +44,8 @@ from daemon.demo.estate import (
 )
 from daemon.logging import setup_logging
 from daemon.metrics import names
+from daemon.model import Status
+from daemon.policy import load_policy
 
 from .conftest import ALL_SERVICES, policy_for
 from .harness import Sample, get, parse_exposition, running_daemon, select, settings_for, value
@@ -469,3 +474,29 @@ def test_latest_active_revisions_and_images_in_use(run: EstateRun) -> None:
         if f["control"] == "ecs-service-circuit-breaker"
     }
     assert breakers["web"] == "pass" and breakers["no-rollback"] == "fail"
+
+
+async def test_the_sweep_returns_every_finding_and_the_store_keeps_all_but_the_passes(
+    estate: tuple[str, ...], tmp_path: Path
+) -> None:
+    """One account-region of the estate, every service, through the real reconciler: the outcome
+    (what `check` prints) has the passes, the long-lived store's copy of the same sweep has not,
+    and has every aggregate (which count the passes) as built."""
+    policy = policy_for(estate[:1], tmp_path, regions=[PRIMARY], services=ALL_SERVICES)
+    daemon = Daemon(settings_for(policy), load_policy(policy))
+    outcomes = await daemon.check()
+    assert len(outcomes) == len(SERVICES) and all(o.error is None for o in outcomes), outcomes
+    view = daemon.store.view()
+    kinds: Counter[str] = Counter()
+    for o in outcomes:
+        assert o.result is not None
+        full, kept = o.result.findings, view.results[o.target]
+        passes = [f for f in full if f.status is Status.PASS]
+        assert passes, o.target  # every service of the estate has compliant resources
+        assert kept.findings == tuple(f for f in full if f.status is not Status.PASS), o.target
+        assert kept == replace(o.result, findings=kept.findings)  # aggregates, samples untouched
+        fails = [f for f in kept.findings if f.status is Status.FAIL]
+        assert sum(kept.evaluated.values()) == len(passes) + len(fails)  # passes still counted
+        kinds.update(f.status.value for f in kept.findings)
+        kinds.update("exempted" for f in kept.findings if f.exempted)
+    assert kinds["fail"] and kinds["exempted"]  # violations and exempted failures are kept

@@ -6,11 +6,15 @@ path of /metrics (daemon/metrics/exposition.py), and requires the two texts to b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable
+from types import MappingProxyType
 
 import pytest
 from prometheus_client import generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.config import MetricsSettings
@@ -19,7 +23,10 @@ from daemon.metrics import names as n
 from daemon.metrics.collector import StateCollector
 from daemon.metrics.exposition import Exposition, Registry
 from daemon.model import Finding, Severity, Status, Target
-from daemon.state import StateStore, TargetHealth, TargetResult
+from daemon.state import StateStore, StoreView, TargetHealth, TargetResult
+
+from .test_exposition import ECR, ecr_result, exposition, lambda_result
+from .test_exposition import SETTINGS as EXPOSITION_SETTINGS
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 PROD = Target("111111111111", "us-east-1", "lambda")
@@ -415,6 +422,75 @@ def test_views_are_immutable_snapshots() -> None:
     assert PROD in store.view().results
     with pytest.raises(TypeError):
         store.view().results[DEV] = store.view().results[PROD]  # type: ignore[index]
+
+
+# --- what the store keeps ------------------------------------------------------------------------
+
+
+class FixedStore(StateStore):
+    """A store that serves a given view: here, results as they were before `publish` dropped
+    their passes, to render them through the same paths."""
+
+    def __init__(self, view: StoreView) -> None:
+        super().__init__()
+        self._fixed = view
+
+    def view(self) -> StoreView:
+        return self._fixed
+
+
+def test_the_store_keeps_every_finding_but_the_passes() -> None:
+    findings = [
+        finding(PROD, "a", "lambda-url-auth"),
+        finding(PROD, "b", "lambda-url-auth", exempted=True),
+        finding(PROD, "c", "lambda-url-auth", expired=True),
+        finding(PROD, "d", "lambda-url-auth", Status.PASS),
+        finding(PROD, "e", "lambda-url-auth", Status.ERROR),
+        finding(PROD, "a", "lambda-xray-active", Status.PASS, Severity.LOW),
+    ]
+    full = result(PROD, findings, [URL, XRAY])
+    store = make_store(PROD)
+    store.publish(full, at=1000.0)
+    kept = store.view().results[PROD]
+    assert [f.status for f in full.findings].count(Status.PASS) == 2  # the sweep's own copy
+    assert kept.findings == (findings[0], findings[1], findings[2], findings[4])
+    assert kept == dataclasses.replace(full, findings=kept.findings)  # every aggregate as built
+    assert kept.evaluated == {"lambda-url-auth": 4, "lambda-xray-active": 1}  # passes counted
+    # a result without passes is kept as it is (the cached /metrics text is keyed by identity)
+    assert kept.stored() is kept
+    store.publish(kept, at=1300.0)
+    assert store.view().results[PROD] is kept
+
+
+def test_results_without_their_passes_render_the_same_metrics() -> None:
+    targets = [PROD, PROD_EU, DEV]  # the same targets as test_exposition's
+    full = {t: lambda_result(t, 20 + 10 * i, seed=i) for i, t in enumerate(targets)}
+    full[ECR] = ecr_result()
+    store = StateStore()
+    store.set_targets(full)
+    store.set_accounts({"111111111111": "prod"}, {"111111111111": True})
+    for r in full.values():
+        store.publish(r, at=1_700_000_000.0)
+    store.record_failure(DEV, "throttled", at=1_700_000_100.0)
+    view = store.view()
+    statuses = Counter(f.status for r in full.values() for f in r.findings)
+    assert statuses[Status.PASS] > 100 and statuses[Status.FAIL] and statuses[Status.ERROR]
+    for t, r in full.items():
+        kept = view.results[t]
+        assert Status.PASS not in {f.status for f in kept.findings}
+        assert kept.findings == tuple(f for f in r.findings if f.status is not Status.PASS)
+        assert any(f.exempted for f in kept.findings) or t == ECR
+    uncompacted = FixedStore(dataclasses.replace(view, results=MappingProxyType(full)))
+    for settings in EXPOSITION_SETTINGS:
+        for accept in ("", "application/openmetrics-text;version=1.0.0"):
+            encoder, _ = choose_encoder(accept)
+            stored, before = exposition(store, settings), exposition(uncompacted, settings)
+            slow = encoder(before.registry)
+            assert b"posture_evaluated_resources{" in slow  # not an empty comparison
+            if settings == MetricsSettings():
+                assert b"posture_resource_violation{" in slow
+            assert encoder(stored.registry) == slow  # the collector, byte for byte
+            assert stored.render(accept)[0] == before.render(accept)[0] == slow  # cached path
 
 
 # --- accounts ------------------------------------------------------------------------------------
