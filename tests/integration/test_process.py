@@ -111,6 +111,9 @@ async def test_run_serves_reloads_on_sighup_and_stops_cleanly_on_sigterm(
     ]
     assert len(warmed) == 1 and events.index("warmed up") < events.index("posture-daemon started")
     assert warmed[0]["services"] >= 10 and warmed[0]["frozen_objects"] > 100_000
+    # the process's garbage collector examines young objects every 50,000 allocations (as read
+    # back from gc.get_threshold() in the process, not the constant)
+    assert warmed[0]["gc_thresholds"] == [50_000, 20, 10]
     assert "Traceback" not in log_path.read_text()
 
 
