@@ -18,9 +18,11 @@ Reported per sweep: wall time, AWS calls (total, by operation, per resource), ca
 15/s bucket, CPU seconds per 1,000 resources, peak RSS, failed targets and throttles; the moto
 server's measured throughput; the minimum possible sweep time = max(quota-bound time: per
 account-region, the busiest bucket's calls / its allowed rate; moto-bound time: calls / moto's
-throughput) and achieved / minimum; /metrics latency while the cold sweep runs. Then the sharding
-demonstration (Lambda, first region): 2 replicas vs 1, and the accounts when the shard count
-changes from 2 to 3.
+throughput) and achieved / minimum; the CPU bare aiobotocore spends on the same number of calls
+(its per-call cost measured beside moto's throughput); full garbage collections (count, longest);
+/metrics latency while the cold and steady sweeps run, scraped once a second by a child process
+with Prometheus' headers. Then the sharding demonstration (Lambda, first region): 2 replicas vs
+1, and the accounts when the shard count changes from 2 to 3.
 """
 
 from __future__ import annotations
