@@ -19,17 +19,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import gzip
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from daemon.config import HttpSettings
 from daemon.metrics.exposition import Exposition
 from daemon.webconfig import AUTH_REALM, WebConfigHolder
+
+log = structlog.get_logger("posture.http")
 
 HEARTBEAT_SECONDS = 1.0
 LIVENESS_LAG_SECONDS = 10.0
@@ -189,8 +193,10 @@ class HttpServer:
                 started.set_exception(exc)
                 return
             self._loop = loop
+            self.web_config.on_server_thread = functools.partial(self._on_thread, loop)
             started.set_result(None)
             loop.run_forever()  # until stop() stops it
+            self.web_config.on_server_thread = None
             if self._runner is not None:
                 loop.run_until_complete(self._runner.cleanup())
                 self._runner = None
@@ -200,6 +206,18 @@ class HttpServer:
             self._loop = None
             asyncio.set_event_loop(None)
             loop.close()
+
+    @staticmethod
+    def _on_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+        """Run `fn` on the server's thread (a certificate reload: the TLS context is used there)."""
+
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception as exc:  # the files were valid a moment ago; keep serving
+                log.error("TLS certificate reload failed; serving the old one", problem=str(exc))
+
+        loop.call_soon_threadsafe(guarded)
 
     async def _listen(self) -> None:
         self._runner = web.AppRunner(

@@ -29,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import ssl
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -328,6 +330,10 @@ class Authenticator:
         return ok
 
 
+def _now(fn: Callable[[], None]) -> None:
+    fn()
+
+
 class WebConfigHolder:
     """The running web configuration; re-read on SIGHUP or when a file changes."""
 
@@ -335,6 +341,10 @@ class WebConfigHolder:
         self.config = config
         self.auth = Authenticator(config.users if config else {})
         self._seen = config.digest if config else ""  # files last looked at, valid or not
+        # Where the live TLS context is changed: the HTTP server, which uses it on a thread of
+        # its own, sets this to run the change on that thread (an SSLContext must not change
+        # while another thread handshakes with it). Unset: at once, on the caller's thread.
+        self.on_server_thread: Callable[[Callable[[], None]], None] | None = None
 
     @property
     def tls(self) -> ssl.SSLContext | None:
@@ -380,7 +390,10 @@ class WebConfigHolder:
             return False
         if current.tls is not None and new.tls_config is not None:
             # new handshakes use the new certificate; the listening socket stays
-            load_certificate(current.tls, new.tls_config, current.source.parent, current.source)
+            swap = functools.partial(
+                load_certificate, current.tls, new.tls_config, current.source.parent, current.source
+            )
+            (self.on_server_thread or _now)(swap)
         self.config = WebConfig(
             current.source, current.tls, new.tls_config, new.users, new.headers, new.digest
         )

@@ -15,12 +15,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import bcrypt
 import pytest
 
-from daemon import server
+from daemon import server, webconfig
 from daemon.cli import main as cli_main
 from daemon.demo.estate import PRIMARY, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto
@@ -215,6 +216,63 @@ async def test_tls_and_basic_auth_with_real_clients(seeded: str, tmp_path: Path)
                 await session.get(base + "/livez", ssl=ssl.create_default_context())
             with pytest.raises(aiohttp.ClientError):
                 await session.get(f"http://127.0.0.1:{daemon.http.port}/livez")
+
+
+async def test_a_rotated_certificate_is_served_after_a_reload(
+    seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cert-manager style rotation: new files in place, then SIGHUP (or the file watch). The
+    reload swaps the certificate on the HTTP server's own thread (where the TLS context is in
+    use); the listening socket stays and the next handshake gets the new certificate."""
+    ca, ca_key = make_ca(tmp_path)
+    first = make_leaf(tmp_path, ca, ca_key, "server")
+    web = tmp_path / "web-config.yaml"
+    web.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    settings = settings_for(
+        policy_for([seeded], tmp_path, regions=[PRIMARY]), http={"web_config_file": web}
+    )
+
+    def pem_to_der(path: Path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+    swapped_on: list[str] = []  # threads the live context was changed on
+    load = webconfig.load_certificate
+    live: list[ssl.SSLContext | None] = []
+
+    def recorded(*args: Any) -> None:
+        if live and args[0] is live[0]:  # not a fresh context a reload validates the files with
+            swapped_on.append(threading.current_thread().name)
+        load(*args)
+
+    monkeypatch.setattr(webconfig, "load_certificate", recorded)
+
+    async with running_daemon(settings, ready=False) as daemon:
+        port = daemon.http.port
+        trust = _client_tls(ca.cert)
+        live.append(daemon.web_config.tls)
+
+        def served() -> bytes | None:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                trust.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+            ):
+                return tls.getpeercert(binary_form=True)
+
+        old = pem_to_der(first.cert)
+        assert await asyncio.to_thread(served) == old
+        second = make_leaf(tmp_path, ca, ca_key, "server")  # new key and certificate, same paths
+        new = pem_to_der(second.cert)
+        assert new != old
+        assert daemon.web_config.reload("SIGHUP")
+        for _ in range(100):  # the swap is queued to the server's thread: a moment later
+            seen = await asyncio.to_thread(served)
+            if seen == new:
+                break
+            await asyncio.sleep(0.05)
+        assert seen == new
+        assert swapped_on == ["posture-http"]  # not on the daemon's loop, mid-handshake
+        with pytest.raises(aiohttp.ClientError):  # still TLS only: the same listening socket
+            await get(daemon, "/livez")
 
 
 async def test_client_certificates_when_required(seeded: str, tmp_path: Path) -> None:
