@@ -200,6 +200,12 @@ class HttpServer:
             if self._runner is not None:
                 loop.run_until_complete(self._runner.cleanup())
                 self._runner = None
+            # what cleanup left (handlers of connections it closed): cancelled and awaited, as
+            # asyncio.run() does, rather than destroyed pending with the loop
+            rest = asyncio.all_tasks(loop)
+            for task in rest:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:

@@ -202,8 +202,14 @@ async def test_throttling_storm_on_one_account_region(
     # buckets halve their rate (AIMD), the work queue spaces the reconciles
     assert value(mid, "posture_target_up", **labels(stormy)) == 0
     assert len(failures) >= 2, failures
-    gaps = [b[1] - a[1] for a, b in itertools.pairwise(failures)]
-    assert min(gaps) >= 1.0, gaps
+    # each retry waited out its backoff (base 0.5 s, doubling, +-20% jitter), read from the
+    # "backing off" log lines (retry_in_s, rounded to 0.1 s) of the failures in order
+    backing_off = [e for e in events(logs) if e["event"] == "backing off"]
+    assert backing_off and all(e["target"] == storm_target.key for e in backing_off)
+    delays = [float(e["retry_in_s"]) for e in backing_off]
+    assert delays[0] <= 0.65 and delays[1] >= 0.75, delays  # 0.5 s, then 1 s
+    for (count, at), (_, next_at) in itertools.pairwise(failures):
+        assert next_at - at >= delays[count - 1] - 0.06, (failures, delays)
     storm_calls = [
         r for r in proxy.calls(account=stormy, region=PRIMARY) if r.outcome == "throttle"
     ]
@@ -228,8 +234,6 @@ async def test_throttling_storm_on_one_account_region(
     assert value(recovered, "posture_target_consecutive_failures", **labels(stormy)) == 0
     assert posture(recovered, stormy) == healthy
     assert_no_crash(logs, proxy)
-    backing_off = [e for e in events(logs) if e["event"] == "backing off"]
-    assert backing_off and all(e["target"] == storm_target.key for e in backing_off)
 
 
 # --- 5xx, resets and cut bodies on 30% of calls --------------------------------------------------
