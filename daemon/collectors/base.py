@@ -77,12 +77,7 @@ class CollectContext:
             async with sem:
                 return await fn(item)
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(one(item)) for item in items]
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
-        return [t.result() for t in tasks]
+        return await concurrently(*(one(item) for item in items))
 
 
 async def concurrently(*calls: Awaitable[Any]) -> list[Any]:

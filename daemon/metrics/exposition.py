@@ -9,7 +9,7 @@ the GIL. Here a scrape is mostly a join of cached strings:
   it (a publish replaces the object; identity is the test), and then only the parts whose numbers
   differ from the previous result's (aggregates, per-resource violations, samples: a sweep that
   found nothing new publishes equal ones, and comparing costs far less than rendering), lazily,
-  in the scrape's worker thread, so the event loop pays nothing. Only targets of the
+  on the HTTP server's thread, so the daemon's event loop pays nothing. Only targets of the
   current view are rendered and kept: dropped or unassigned targets vanish from the output and
   the cache at the next scrape. (The previous result of a re-published target stays referenced
   by the cache until that next scrape.) The small, fast-changing parts (target health, account
