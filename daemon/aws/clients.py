@@ -17,6 +17,10 @@
 - One client class per service (`share_client_classes`): botocore builds a fresh class for every
   client, with a method and a docstring object per operation (EC2 has ~750): ~190 KB and ~12 ms
   of CPU per client that are the same for every (account, region) of a service.
+- Every request says `posture-daemon/<version> botocore/<version>` as its User-Agent, so the
+  daemon's calls are told apart in CloudTrail (`userAgent`) and in throttling reports. Setting the
+  whole string also skips botocore's default builder, which re-sanitises ~40 components character
+  by character twice per request (~0.25 ms of CPU per call, a sixth of a call's cost).
 - Endpoints are never set here: botocore resolves AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>
   itself, exactly as for any other AWS tool.
 """
@@ -42,11 +46,13 @@ from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession, get_session
 
+from daemon import __version__
 from daemon.aws.errors import AwsError, ErrorKind, to_aws_error
 from daemon.config import AwsSettings
 from daemon.model.operations import Operation
 
 SESSION_NAME = "posture-daemon"
+USER_AGENT = f"posture-daemon/{__version__}"  # aiobotocore's session appends botocore/<version>
 
 # Made with the daemon's own credentials. GetCallerIdentity needs no permission (AWS allows it
 # even when denied); it is listed so the hub policy names every call the hub makes.
@@ -155,7 +161,7 @@ class Sessions:
             retries={"mode": "standard", "max_attempts": settings.max_attempts},
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
-            user_agent_extra="posture-daemon",
+            user_agent=USER_AGENT,
             http_session_cls=SharedTlsHTTPSession,
         )
         self._base = get_session()
@@ -307,7 +313,7 @@ class ClientPool:
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
             max_pool_connections=settings.max_pool_connections,
-            user_agent_extra="posture-daemon",
+            user_agent=USER_AGENT,
             http_session_cls=SharedTlsHTTPSession,
         )
         self._closed = False

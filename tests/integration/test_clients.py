@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+from botocore.awsrequest import AWSPreparedRequest
 from prometheus_client import CollectorRegistry
 
 from daemon.aws.api import AwsGateway
+from daemon.aws.clients import USER_AGENT
 from daemon.config import AwsSettings
 from daemon.demo.estate import PRIMARY, SECONDARY, Seeder
 from daemon.demo.moto_server import EmbeddedMoto
@@ -58,3 +62,28 @@ async def test_clients_share_class_and_tls_context_but_not_identity(moto: Embedd
             assert not hasattr(ecr, "list_functions")
     finally:
         await gateway.close()
+
+
+async def test_requests_name_the_daemon_in_their_user_agent(moto: EmbeddedMoto) -> None:
+    # what goes on the wire (before-send sees the signed, final request): CloudTrail records this
+    # string as the call's userAgent, so an account's owners can tell the daemon's calls apart
+    gateway = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()))
+    sent: list[str] = []
+
+    def capture(request: AWSPreparedRequest, **_: object) -> None:
+        sent.append(request.headers["User-Agent"].decode())
+
+    try:
+        async with gateway.pool.client(ACCOUNTS[0], PRIMARY, "lambda") as client:
+            client.meta.events.register("before-send.lambda", capture)
+            try:
+                await client.list_functions()
+                await client.get_account_settings()
+            finally:
+                client.meta.events.unregister("before-send.lambda", capture)
+    finally:
+        await gateway.close()
+    assert len(sent) == 2 and sent[0] == sent[1]
+    assert re.fullmatch(r"posture-daemon/\S+ botocore/\d+\.\d+\.\d+", sent[0]), sent[0]
+    assert sent[0].startswith(USER_AGENT + " ")
+    assert gateway.sessions._sts_config.user_agent == USER_AGENT  # AssumeRole says it too
