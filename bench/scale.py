@@ -4,7 +4,9 @@
     .venv/bin/python bench/scale.py --accounts 4 --functions 50      # a quicker look
     make bench                                                       # the default, JSON in bench/
 
-moto runs in a process of its own (its CPU and memory are not the daemon's); the estate is seeded
+moto runs in a process of its own (its CPU and memory are not the daemon's), served by waitress
+with HTTP/1.1 keep-alive as AWS endpoints are (--connection-close: werkzeug's development server,
+which opens a TCP connection per call, as the tests' moto does); the estate is seeded
 by another child process; the daemon runs in this process (so its CPU seconds and peak RSS are
 this process's), against moto over HTTP, with Lambda's real quotas and the default 50% share
 unless --quota-multiplier / --share say otherwise.
@@ -96,11 +98,11 @@ def zip_bytes(body: str = "def handler(event, context):\n    return 1\n") -> byt
 # --- child processes: moto and the seeder ------------------------------------------------------
 
 
-def run_moto() -> None:
+def run_moto(keep_alive: bool) -> None:
     """Child: moto server with the demo shim; prints its URL, runs until stdin closes."""
     from daemon.demo.moto_server import EmbeddedMoto
 
-    server = EmbeddedMoto()
+    server = EmbeddedMoto(keep_alive=keep_alive)
     print(server.start(), flush=True)
     sys.stdin.read()
     server.stop()
@@ -723,7 +725,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     accounts = accounts_of(args.accounts)
     regions = list(REGIONS[: args.regions])
     moto = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "_moto", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        sys.executable,
+        __file__,
+        "_moto",
+        "close" if args.connection_close else "keep-alive",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert moto.stdout is not None and moto.stdin is not None
     url = (await moto.stdout.readline()).decode().strip()
@@ -744,6 +751,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "per_target_concurrency": args.per_target_concurrency,
             "max_inflight_per_account": args.max_inflight,
             "max_open_clients": args.max_open_clients or "default",
+            "moto_connections": "close" if args.connection_close else "keep-alive",
         },
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
@@ -808,7 +816,7 @@ def run_probe(url: str, every: float) -> None:
 
 def cli() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_moto":
-        run_moto()
+        run_moto(keep_alive=sys.argv[2] == "keep-alive")
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_probe":
         run_probe(sys.argv[2], float(sys.argv[3]))
@@ -833,6 +841,11 @@ def cli() -> None:
         "--max-open-clients", type=int, default=0, help="AWS clients kept open (0: the default)"
     )
     parser.add_argument("--skip-sharding", action="store_true")
+    parser.add_argument(
+        "--connection-close",
+        action="store_true",
+        help="moto on werkzeug's development server: a new TCP connection per call",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "scale-results.json")
     args = parser.parse_args()
     report = asyncio.run(main(args))

@@ -810,10 +810,19 @@ class LambdaGapShim:
 
 
 class EmbeddedMoto:
-    """moto server (with the shim) on 127.0.0.1 in a background thread."""
+    """moto server (with the shim) on 127.0.0.1 in a background thread.
 
-    def __init__(self, port: int = 0) -> None:
+    By default werkzeug's development server runs it, as `moto_server` does; it answers every
+    request with `Connection: close`, so each call opens a new TCP connection. `keep_alive=True`
+    serves the same application with waitress (HTTP/1.1 keep-alive, a pool of `threads`), so
+    clients reuse connections the way they do with AWS endpoints: the scale benchmark uses it,
+    where a new connection per call would be counted as the daemon's CPU.
+    """
+
+    def __init__(self, port: int = 0, keep_alive: bool = False, threads: int = 16) -> None:
         self.requested_port = port
+        self.keep_alive = keep_alive
+        self.threads = threads
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.shim: LambdaGapShim | None = None
@@ -837,19 +846,38 @@ class EmbeddedMoto:
         # backup shim (daemon/demo/backup_shim.py) answers AWS Backup and moves moto's clock
         self.backup = BackupShim(EcsDeploymentShim(DomainDispatcherApplication(create_backend_app)))
         self.shim = LambdaGapShim(self.backup)
-        self._server = make_server(
-            "127.0.0.1",
-            self.requested_port,
-            self.shim,
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        if self.keep_alive:
+            from waitress.server import create_server
+
+            # waitress logs a line whenever all its threads are busy: expected under load
+            logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+            self._server = create_server(
+                self.shim,
+                host="127.0.0.1",
+                port=self.requested_port,
+                threads=self.threads,
+                # idle keep-alive connections of many clients (waitress' default cap is 100,
+                # beyond which it stops accepting; AWS endpoints have no such cap per caller)
+                connection_limit=4096,
+            )
+            run = self._server.run
+        else:
+            self._server = make_server(
+                "127.0.0.1",
+                self.requested_port,
+                self.shim,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+            )
+            run = self._server.serve_forever
+        self._thread = threading.Thread(target=run, name="moto", daemon=True)
         self._thread.start()
         return self.url
 
     @property
     def port(self) -> int:
+        if self.keep_alive:
+            return int(self._server.effective_port)
         return int(self._server.server_address[1])
 
     @property
@@ -864,7 +892,16 @@ class EmbeddedMoto:
             pass
 
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is None:
+            return
+        if self.keep_alive:
+            from waitress import wasyncore
+
+            self._server.task_dispatcher.shutdown()
+            wasyncore.close_all(self._server._map)  # ends the serving loop
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+        else:
             self._server.shutdown()
             self._server.server_close()
-            self._server = None
+        self._server = None
