@@ -23,8 +23,10 @@ account-region, the busiest bucket's calls / its allowed rate; moto-bound time: 
 throughput) and achieved / minimum; the CPU bare aiobotocore spends on the same number of calls
 (its per-call cost measured beside moto's throughput); full garbage collections (count, longest);
 /metrics latency while the cold and steady sweeps run, scraped once a second by a child process
-with Prometheus' headers. Then the sharding demonstration (Lambda, first region): 2 replicas vs
-1, and the accounts when the shard count changes from 2 to 3.
+with Prometheus' headers. With 2+ CPUs the sweeps run with the daemon on the first CPU and moto
+and the probe on the others (--no-pinning: shared), as the daemon shares no CPU with AWS or
+Prometheus in production; seeding uses every CPU. Then the sharding demonstration (Lambda, first
+region): 2 replicas vs 1, and the accounts when the shard count changes from 2 to 3.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def run_moto(keep_alive: bool) -> None:
     server.stop()
 
 
-async def _client(session: Any, service: str, account: str, region: str) -> Any:
+async def _client(session: Any, service: str, account: str, region: str, config: Any = None) -> Any:
     async with session.create_client("sts", region_name="us-east-1") as sts:
         c = (
             await sts.assume_role(
@@ -122,6 +124,7 @@ async def _client(session: Any, service: str, account: str, region: str) -> Any:
         aws_access_key_id=c["AccessKeyId"],
         aws_secret_access_key=c["SecretAccessKey"],
         aws_session_token=c["SessionToken"],
+        config=config,
     )
 
 
@@ -280,21 +283,24 @@ async def change(accounts: list[str], regions: list[str], functions: int, fracti
 
 
 async def moto_throughput(
-    account: str, region: str, seconds: float = 5.0, concurrency: int = 16
+    account: str, region: str, seconds: float = 4.0, concurrency: int = 16, rounds: int = 3
 ) -> tuple[float, float]:
     """Requests per second moto answers (GetFunction and ListAliases on seeded functions), and
     the CPU ms this process spent per call meanwhile: the floor of any botocore-based client,
-    calls made by bare aiobotocore with nothing of the daemon around them."""
+    calls made by bare aiobotocore with nothing of the daemon around them. The best of `rounds`
+    rounds for the throughput (moto's capacity; a round can be slowed by anything else on the
+    machine) and their median for the CPU per call."""
+    from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
     session = get_session()
-    done = 0
-    async with await _client(session, "lambda", account, region) as lam:
-        stop = time.monotonic() + seconds
+    config = AioConfig(max_pool_connections=concurrency)
+    rates: list[float] = []
+    costs: list[float] = []
+    async with await _client(session, "lambda", account, region, config) as lam:
 
-        async def worker(k: int) -> None:
-            nonlocal done
-            i = k
+        async def worker(k: int, stop: float) -> int:
+            done, i = 0, k
             while time.monotonic() < stop:
                 name = f"fn-{i % 10:04d}"
                 if i % 2:
@@ -303,11 +309,15 @@ async def moto_throughput(
                     await lam.list_aliases(FunctionName=name)
                 done += 1
                 i += concurrency
+            return done
 
-        started, cpu0 = time.monotonic(), cpu_seconds()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        cpu = cpu_seconds() - cpu0
-        return done / (time.monotonic() - started), cpu / max(1, done) * 1000
+        for _ in range(rounds):
+            started, cpu0 = time.monotonic(), cpu_seconds()
+            stop = started + seconds
+            done = sum(await asyncio.gather(*(worker(k, stop) for k in range(concurrency))))
+            rates.append(done / (time.monotonic() - started))
+            costs.append((cpu_seconds() - cpu0) / max(1, done) * 1000)
+    return max(rates), statistics.median(costs)
 
 
 # --- the daemon, measured ----------------------------------------------------------------------
@@ -407,6 +417,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# CPUs of what stands for the world outside the daemon (moto as AWS, the probe as Prometheus)
+# once `pin_cpus` split the machine; empty: not pinned.
+OUTSIDE_CPUS: set[int] = set()
+
+
+def pin_cpus(moto_pid: int) -> dict[str, list[int]] | None:
+    """In production the daemon shares no CPU with AWS or with Prometheus; on one machine moto
+    and the daemon would otherwise compete for the same cores, and a sweep's figures (its wall
+    time, /metrics latency) would measure moto's load as much as the daemon's. With 2+ CPUs: the
+    daemon (this process) gets the first, moto and the probe the others. None: not pinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    daemon, outside = {cpus[0]}, set(cpus[1:])
+    os.sched_setaffinity(moto_pid, outside)
+    os.sched_setaffinity(0, daemon)
+    OUTSIDE_CPUS.update(outside)
+    return {"daemon": sorted(daemon), "moto_and_probe": sorted(outside)}
+
+
 class ScrapeProbe:
     """Scrapes /metrics once a second from a child process (`run_probe`) while the block runs;
     yields the list the latencies (s) are put in when the block ends. No port: no probe."""
@@ -427,6 +457,8 @@ class ScrapeProbe:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
+            if OUTSIDE_CPUS:  # the scraper plays Prometheus: not on the daemon's CPU
+                os.sched_setaffinity(self.child.pid, OUTSIDE_CPUS)
         return self.latencies
 
     async def __aexit__(self, *exc: object) -> None:
@@ -770,6 +802,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("seeding failed")
         report["seed_seconds"] = round(time.monotonic() - started, 1)
         print(f"seeded in {report['seed_seconds']} s", flush=True)
+        if not args.no_pinning:
+            report["machine"]["cpu_affinity"] = pin_cpus(moto.pid)
         rps, floor_ms = await moto_throughput(accounts[0], regions[0])
         report["moto_requests_per_second"] = round(rps, 1)
         report["client_cpu_ms_per_call"] = round(floor_ms, 3)
@@ -841,6 +875,11 @@ def cli() -> None:
         "--max-open-clients", type=int, default=0, help="AWS clients kept open (0: the default)"
     )
     parser.add_argument("--skip-sharding", action="store_true")
+    parser.add_argument(
+        "--no-pinning",
+        action="store_true",
+        help="let the daemon, moto and the probe share every CPU",
+    )
     parser.add_argument(
         "--connection-close",
         action="store_true",
