@@ -19,12 +19,14 @@ from daemon.collectors.base import Collector
 from daemon.collectors.registry import build_collectors, declared_operations
 from daemon.config import Settings
 from daemon.controls.registry import all_controls
+from daemon.export import operations as export_operations
 from daemon.export.exporter import Exporter
 from daemon.metrics.collector import StateCollector
 from daemon.metrics.exposition import Exposition, Registry
 from daemon.metrics.health import HealthMetrics
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
+from daemon.reconciler import events
 from daemon.reconciler.events import EventConsumer
 from daemon.reconciler.reconciler import Clock, Outcome, Reconciler, utcnow
 from daemon.server import Heartbeat, HttpServer, build_app
@@ -34,6 +36,19 @@ from daemon.webconfig import WebConfigHolder, load_web_config
 log = structlog.get_logger("posture.daemon")
 SWITCH_INTERVAL_SECONDS = 0.001
 GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def warm_services(settings: Settings) -> set[str]:
+    """The services whose models are loaded before the first sweep: every service a sweep may
+    call, and an opt-in feature's own only when it is on (S3: the export, SQS: the event fast
+    path; ~7 MB of models a daemon without them would keep for nothing). A service outside the
+    set still works: its model is loaded on first use."""
+    services = {op.service for op in declared_operations() if not op.optional}
+    if settings.export.enabled:
+        services |= {op.service for op in export_operations.DAEMON}
+    if settings.events.enabled:
+        services |= {op.service for op in events.OPERATIONS}
+    return services
 
 
 class Daemon:
@@ -164,7 +179,7 @@ class Daemon:
         production; tests start many)."""
         if gc.get_freeze_count():
             return
-        services = {op.service for op in declared_operations()}
+        services = warm_services(self.settings)
         await self.gateway.sessions.warm_up(services)
         gc.collect()
         gc.freeze()
@@ -183,7 +198,7 @@ class Daemon:
         gc.set_threshold(*GC_THRESHOLDS)
         log.info(
             "warmed up",
-            services=len(services),
+            services=sorted(services),
             frozen_objects=gc.get_freeze_count(),
             gc_thresholds=gc.get_threshold(),
         )
