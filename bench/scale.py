@@ -438,7 +438,9 @@ def pin_cpus(moto_pid: int) -> dict[str, list[int]] | None:
         return None
     daemon, outside = {cpus[0]}, set(cpus[1:])
     os.sched_setaffinity(moto_pid, outside)
-    os.sched_setaffinity(0, daemon)
+    # every thread of this process, not only the calling one; threads started later inherit it
+    for task in Path("/proc/self/task").iterdir():
+        os.sched_setaffinity(int(task.name), daemon)
     OUTSIDE_CPUS.update(outside)
     return {"daemon": sorted(daemon), "moto_and_probe": sorted(outside)}
 
