@@ -117,14 +117,19 @@ SECRETS = ("lambda-env-no-plaintext-secrets", Severity.CRITICAL)
 # --- TargetResult.build --------------------------------------------------------------------------
 
 
-def test_build_aggregates_findings() -> None:
-    findings = [
+def url_findings() -> list[Finding]:
+    """One lambda-url-auth finding of each kind: failed, exempted, expired exemption, pass, error."""
+    return [
         finding(PROD, "a", "lambda-url-auth"),
         finding(PROD, "b", "lambda-url-auth", exempted=True),
         finding(PROD, "c", "lambda-url-auth", expired=True),
         finding(PROD, "d", "lambda-url-auth", Status.PASS),
         finding(PROD, "e", "lambda-url-auth", Status.ERROR),
     ]
+
+
+def test_build_aggregates_findings() -> None:
+    findings = url_findings()
     r = result(PROD, findings, [URL, XRAY])
     assert r.violations == {URL: 2, XRAY: 0}
     assert r.evaluated == {"lambda-url-auth": 4, "lambda-xray-active": 0}
@@ -441,11 +446,7 @@ class FixedStore(StateStore):
 
 def test_the_store_keeps_every_finding_but_the_passes() -> None:
     findings = [
-        finding(PROD, "a", "lambda-url-auth"),
-        finding(PROD, "b", "lambda-url-auth", exempted=True),
-        finding(PROD, "c", "lambda-url-auth", expired=True),
-        finding(PROD, "d", "lambda-url-auth", Status.PASS),
-        finding(PROD, "e", "lambda-url-auth", Status.ERROR),
+        *url_findings(),
         finding(PROD, "a", "lambda-xray-active", Status.PASS, Severity.LOW),
     ]
     full = result(PROD, findings, [URL, XRAY])
