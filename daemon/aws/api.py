@@ -251,9 +251,12 @@ class AwsApi:
         from the page that failed (once per page), as `call` does for single calls.
         """
         operation = method
-        async with self.gateway.pool.client(self.account_id, self.region, service) as client:
+        pool = self.gateway.pool
+        async with pool.paginator(self.account_id, self.region, service, method) as (
+            client,
+            paginator,
+        ):
             operation = operation_name(client, method)
-            paginator = client.get_paginator(method)
             pager = paginator.paginate(**params)
             iterator = pager.__aiter__()
             resume: dict[str, Any] | None = None  # the token of the page being fetched

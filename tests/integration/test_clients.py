@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import re
 
+import pytest
 from botocore.awsrequest import AWSPreparedRequest
+from botocore.parsers import ResponseParser
 from prometheus_client import CollectorRegistry
 
 from daemon.aws.api import AwsGateway
-from daemon.aws.clients import USER_AGENT
+from daemon.aws.clients import PARSERS, USER_AGENT
+from daemon.aws.errors import AwsError, ErrorKind
 from daemon.config import AwsSettings
 from daemon.demo.estate import PRIMARY, SECONDARY, Seeder
 from daemon.demo.moto_server import EmbeddedMoto
@@ -87,3 +91,60 @@ async def test_requests_name_the_daemon_in_their_user_agent(moto: EmbeddedMoto) 
     assert re.fullmatch(r"posture-daemon/\S+ botocore/\d+\.\d+\.\d+", sent[0]), sent[0]
     assert sent[0].startswith(USER_AGENT + " ")
     assert gateway.sessions._sts_config.user_agent == USER_AGENT  # AssumeRole says it too
+
+
+async def test_calls_share_one_parser_per_protocol_and_leave_no_cyclic_garbage(
+    moto: EmbeddedMoto,
+) -> None:
+    """botocore made a parser per response, each referring to itself through bound methods:
+    garbage only the cyclic collector frees, behind every call. The pool's clients share one
+    parser per protocol (SharedParserFactory), answers and errors parse as before, and calls
+    leave no parser for the collector."""
+    gateway = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()))
+    api = gateway.api(ACCOUNTS[0], PRIMARY)
+    try:
+        await api.call("lambda", "get_account_settings")  # clients made, parsers made
+        await api.call("ecr", "describe_repositories")
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(5):
+                settings = await api.call("lambda", "get_account_settings")  # rest-json
+                assert "AccountLimit" in settings and "ResponseMetadata" not in settings
+                repos = await api.call("ecr", "describe_repositories")  # json
+                assert isinstance(repos["repositories"], list)
+                with pytest.raises(AwsError) as missing:  # an error answer, parsed
+                    await api.call("lambda", "get_policy", FunctionName="no-such-function")
+                assert missing.value.kind is ErrorKind.NOT_FOUND
+            gc.collect()
+            parsers = [o for o in gc.garbage if isinstance(o, ResponseParser)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert parsers == []
+        async with gateway.pool.client(ACCOUNTS[0], PRIMARY, "lambda") as lam:
+            factory = lam._endpoint._response_parser_factory
+        assert factory is PARSERS
+        assert factory.create_parser("rest-json") is factory.create_parser("rest-json")
+        assert factory.create_parser("json") is not factory.create_parser("rest-json")
+    finally:
+        await gateway.close()
+
+
+async def test_a_client_makes_each_paginator_once(moto: EmbeddedMoto) -> None:
+    gateway = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()))
+    api = gateway.api(ACCOUNTS[1], PRIMARY)
+    try:
+        listed = [await api.all_items("lambda", "list_layers", "Layers") for _ in range(2)]
+        assert listed[0] == listed[1]
+        pool = gateway.pool
+        async with pool.paginator(ACCOUNTS[1], PRIMARY, "lambda", "list_layers") as (_, first):
+            pass
+        async with pool.paginator(ACCOUNTS[1], PRIMARY, "lambda", "list_layers") as (_, again):
+            pass
+        async with pool.paginator(ACCOUNTS[1], PRIMARY, "lambda", "list_functions") as (_, other):
+            pass
+        assert first is again
+        assert other is not first
+    finally:
+        await gateway.close()
