@@ -6,11 +6,16 @@ For every enabled control of the target's service and every resource of its type
 - an exception inside a control becomes an `error` finding and an entry in `problems`;
 - exemptions apply to failures only: an active one marks the finding exempted, an expired one
   is recorded on the finding but does not apply.
+
+`evaluate_steps` does the same one control at a time, so that a caller on an event loop can let
+other work run in between (a Lambda target: ~30 controls x 100 functions, tens of ms in one go);
+`evaluate` runs it through.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Generator
 from dataclasses import dataclass
 
 from daemon.controls.registry import EvalContext, Outcome
@@ -48,13 +53,28 @@ def _evaluate_one(
     return eff.severity, outcome
 
 
+Steps = Generator[None, None, Evaluation]
+
+
 def evaluate(snapshot: Snapshot, policy: Policy, now: dt.datetime) -> Evaluation:
+    steps = evaluate_steps(snapshot, policy, now)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            evaluation: Evaluation = done.value
+            return evaluation
+
+
+def evaluate_steps(snapshot: Snapshot, policy: Policy, now: dt.datetime) -> Steps:
+    """`evaluate`, pausing (a bare `yield`) after each control; returns the Evaluation."""
     target = snapshot.target
     ctx = EvalContext(now=now, target=target, snapshot=snapshot, reference=policy.reference)
     findings: list[Finding] = []
     problems: list[str] = []
     ran: dict[tuple[str, Severity], None] = {}
     for cc in policy.controls_for(target.service):
+        yield
         ctrl = cc.control
         if cc.base.enabled:
             ran[(ctrl.id, cc.base.severity)] = None

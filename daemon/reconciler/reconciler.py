@@ -23,12 +23,12 @@ from daemon.aws.api import AwsGateway
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors.base import CollectContext, Collector
 from daemon.config import Settings
-from daemon.controls.engine import evaluate
+from daemon.controls.engine import Evaluation, evaluate_steps
 from daemon.export.exporter import Exporter
 from daemon.measures import measure_policy, measure_target, sample
 from daemon.metrics import names as n
 from daemon.metrics.health import HealthMetrics
-from daemon.model import Target
+from daemon.model import Snapshot, Target
 from daemon.model.awslambda import LambdaSnapshot
 from daemon.policy.compiled import Policy
 from daemon.policy.watch import PolicyHolder
@@ -44,6 +44,20 @@ Clock = Callable[[], dt.datetime]
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+async def _evaluate(snapshot: Snapshot, policy: Policy, now: dt.datetime) -> Evaluation:
+    """The target's evaluation, one control per step of the event loop: a Lambda target's
+    controls take tens of ms together, and a scrape waits for the loop to reach its hold
+    (daemon/server.py, ScrapePriority) behind whatever step is running."""
+    steps = evaluate_steps(snapshot, policy, now)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            evaluation: Evaluation = done.value
+            return evaluation
+        await asyncio.sleep(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +243,7 @@ class Reconciler:
             if deadline.expired():
                 raise TargetDeadlineError(target.key) from None
             raise
-        evaluation = evaluate(snapshot, policy, now)
+        evaluation = await _evaluate(snapshot, policy, now)
         for issue in ctx.issues:
             if self._seen.first_time(("issue", issue.resource, issue.aspect, issue.message)):
                 log.warning(

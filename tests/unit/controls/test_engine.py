@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import re
@@ -9,7 +10,7 @@ import textwrap
 from typing import Any
 
 from daemon.controls.awslambda import EnvSecretsParams
-from daemon.controls.engine import Evaluation, evaluate
+from daemon.controls.engine import Evaluation, evaluate, evaluate_steps
 from daemon.controls.registry import all_controls
 from daemon.model import Finding, Severity, Status, Target, region_resource_id
 from daemon.model import awslambda as m
@@ -471,3 +472,47 @@ def test_findings_cover_every_function_and_applicable_control() -> None:
         assert only(ev, "lambda-vpc-attached", fn.arn).status is Status.FAIL
     assert len(findings_of(ev, "lambda-vpc-attached")) == 3
     assert not findings_of(ev, "lambda-layer-not-public")  # no layer versions
+
+
+def test_evaluate_steps_pauses_once_per_control_and_ends_with_the_same_evaluation() -> None:
+    """The stepwise form the reconciler drives (one control per step of its event loop) yields
+    once per control of the service and returns exactly what `evaluate` returns."""
+    p = policy()
+    snap = snapshot(make_fn("a"), make_fn("b", timeout_s=900, memory_mb=10240))
+    steps = evaluate_steps(snap, p, NOW)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            stepped: Evaluation = done.value
+            break
+        pauses += 1
+    assert pauses == len(p.controls_for("lambda")) > 1
+    assert stepped == evaluate(snap, p, NOW)
+    assert {make_fn("a").arn, make_fn("b").arn} <= {f.resource for f in stepped.findings}
+
+
+async def test_the_reconciler_lets_other_tasks_run_between_controls() -> None:
+    from daemon.reconciler.reconciler import _evaluate
+
+    p = policy()
+    snap = snapshot(*(make_fn(f"fn-{i}") for i in range(20)))
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # the ticker is running
+    before = ticks
+    evaluation = await _evaluate(snap, p, NOW)
+    done.set()
+    await task
+    assert evaluation == evaluate(snap, p, NOW)
+    # the ticker ran about once per control while the target was evaluated
+    assert ticks - before >= len(p.controls_for("lambda")) - 1
