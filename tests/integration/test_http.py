@@ -106,6 +106,36 @@ async def test_bad_clients_never_block_the_event_loop(seeded: str, tmp_path: Pat
     assert worst < 1.0, worst
 
 
+async def test_a_scrape_holds_the_daemons_loop_while_it_renders(
+    seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running daemon's server holds the daemon's own loop (ScrapePriority) during a
+    scrape, and lets it go: the loop runs on, and the heartbeat with it."""
+    settings = settings_for(policy_for([seeded], tmp_path, regions=[PRIMARY]))
+    async with running_daemon(settings) as daemon:
+        priority = daemon.http.app[server.PRIORITY]
+        before = priority.holds
+        render = daemon.exposition.render
+
+        def slow_render(accept: str) -> tuple[bytes, str]:
+            time.sleep(0.3)  # long enough for the idle loop to reach the hold, however slow
+            return render(accept)
+
+        monkeypatch.setattr(daemon.exposition, "render", slow_render)
+        # the client runs on another thread: this loop is free to reach the hold meanwhile
+        status, body = await asyncio.to_thread(_fetch, daemon.http.port, "/metrics")
+        assert status == 200 and "posture_violations{" in body
+        assert priority.holds == before + 1
+        await asyncio.sleep(0)  # the loop runs again
+        assert daemon.heartbeat.lag < 2
+    assert priority.holds == before + 1
+
+
+def _fetch(port: int | None, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return r.status, r.read().decode()
+
+
 # --- TLS and basic auth --------------------------------------------------------------------------
 
 PASSWORD = "zz-scrape-password-4b1d"
