@@ -46,18 +46,24 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def _evaluate(snapshot: Snapshot, policy: Policy, now: dt.datetime) -> Evaluation:
+async def _evaluate(
+    snapshot: Snapshot, policy: Policy, now: dt.datetime, turn: asyncio.Lock | None = None
+) -> Evaluation:
     """The target's evaluation, one control per step of the event loop: a Lambda target's
     controls take tens of ms together, and a scrape waits for the loop to reach its hold
-    (daemon/server.py, ScrapePriority) behind whatever step is running."""
-    steps = evaluate_steps(snapshot, policy, now)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            evaluation: Evaluation = done.value
-            return evaluation
-        await asyncio.sleep(0)
+    (daemon/server.py, ScrapePriority) behind whatever step is running.
+
+    With `turn`, one target is evaluated at a time: evaluation is CPU only, so taking turns
+    costs no time, and the findings of dozens of half-evaluated targets are not held at once."""
+    async with turn or contextlib.nullcontext():
+        steps = evaluate_steps(snapshot, policy, now)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                evaluation: Evaluation = done.value
+                return evaluation
+            await asyncio.sleep(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,7 @@ class Reconciler:
         self._rediscover = asyncio.Event()
         self._active = 0
         self._seen = _SeenOnce()
+        self._evaluating = asyncio.Lock()  # one target's evaluation at a time (_evaluate)
         self._account_up: dict[str, bool] = {}
         self._account_names: dict[str, str] = {}
         store.set_policy_samples(measure_policy(policy.current))
@@ -243,7 +250,7 @@ class Reconciler:
             if deadline.expired():
                 raise TargetDeadlineError(target.key) from None
             raise
-        evaluation = await _evaluate(snapshot, policy, now)
+        evaluation = await _evaluate(snapshot, policy, now, self._evaluating)
         for issue in ctx.issues:
             if self._seen.first_time(("issue", issue.resource, issue.aspect, issue.message)):
                 log.warning(

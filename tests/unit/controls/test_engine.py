@@ -9,6 +9,8 @@ import re
 import textwrap
 from typing import Any
 
+import pytest
+
 from daemon.controls.awslambda import EnvSecretsParams
 from daemon.controls.engine import Evaluation, evaluate, evaluate_steps
 from daemon.controls.registry import all_controls
@@ -516,3 +518,31 @@ async def test_the_reconciler_lets_other_tasks_run_between_controls() -> None:
     assert evaluation == evaluate(snap, p, NOW)
     # the ticker ran about once per control while the target was evaluated
     assert ticks - before >= len(p.controls_for("lambda")) - 1
+
+
+async def test_targets_take_turns_to_be_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the reconciler's lock, concurrent targets are evaluated one after the other (their
+    findings are not all held half-built at once); without it they interleave."""
+    from daemon.reconciler import reconciler
+
+    log: list[str] = []
+    real = reconciler.evaluate_steps
+
+    def logged(snap: m.LambdaSnapshot, p: Policy, now: dt.datetime) -> Any:
+        name = snap.functions[0].name
+        log.append(f"{name} starts")
+        result = yield from real(snap, p, now)
+        log.append(f"{name} ends")
+        return result
+
+    monkeypatch.setattr(reconciler, "evaluate_steps", logged)
+    p = policy()
+    snaps = [snapshot(make_fn("a")), snapshot(make_fn("b"))]
+    for turn, expected in (
+        (asyncio.Lock(), ["a starts", "a ends", "b starts", "b ends"]),
+        (None, ["a starts", "b starts", "a ends", "b ends"]),
+    ):
+        log.clear()
+        results = await asyncio.gather(*(reconciler._evaluate(s, p, NOW, turn) for s in snaps))
+        assert log == expected
+        assert list(results) == [evaluate(s, p, NOW) for s in snaps]
