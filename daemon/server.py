@@ -75,13 +75,15 @@ class ScrapePriority:
 
     The HTTP server has its own thread, but the reconciler's loop and it share one GIL. While a
     sweep keeps the loop busy, a scrape's render and gzip (20 to 60 ms of CPU at 30,000 series)
-    ran in turns with it (the interpreter switches threads every 5 ms) and waited again after
-    every socket operation: 100 to 400 ms in the benchmark, on a core of its own.
+    ran in turns with it (the interpreter switches threads every switch interval, 1 ms here) and
+    waited again after every socket operation: 100 to 400 ms in the benchmark, on a core of its
+    own.
 
     `held()` (on the HTTP thread) puts a callback on the daemon's loop that blocks it -- on a
     `threading.Event`, which releases the GIL -- until the last overlapping scrape has rendered,
-    or for `cap` seconds at most. The loop reaches that callback after the callbacks already ready
-    (each an AWS answer parsed or a control evaluated: milliseconds). The sweep only pauses: AWS
+    or for `cap` seconds at most. The loop reaches that callback after the step it is running
+    (an AWS answer parsed, one control evaluated: usually milliseconds; a garbage collection pass
+    runs to its end first, tens of ms) and the callbacks ready before it. The sweep only pauses: AWS
     calls in flight go on, their answers wait in the socket buffers, and a pause is far shorter
     than any timeout. Holds take at most `share` of the time (PRIORITY_MAX_SHARE), so scrapes in
     a tight loop cannot starve the sweep. Unbound (no loop to hold: tests that serve
