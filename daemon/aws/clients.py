@@ -365,13 +365,11 @@ class ClientPool:
 
     @asynccontextmanager
     async def client(self, account_id: str, region: str, service: str) -> AsyncIterator[Client]:
-        key = ClientKey(account_id, region, service)
-        entry = await self._get(key)
-        entry.in_use += 1
+        entry = await self._acquire(ClientKey(account_id, region, service))
         try:
             yield entry.client
         finally:
-            entry.in_use -= 1
+            await self._release(entry)
 
     @asynccontextmanager
     async def paginator(
@@ -380,53 +378,70 @@ class ClientPool:
         """The client and its paginator for `method`, made once per client: `get_paginator`
         builds a new paginator class (and docstring object) on every call. A paginator keeps
         nothing between `paginate()` calls."""
-        entry = await self._get(ClientKey(account_id, region, service))
-        entry.in_use += 1
+        entry = await self._acquire(ClientKey(account_id, region, service))
         try:
             paginator = entry.paginators.get(method)
             if paginator is None:
                 paginator = entry.paginators[method] = entry.client.get_paginator(method)
             yield entry.client, paginator
         finally:
-            entry.in_use -= 1
+            await self._release(entry)
 
-    async def _get(self, key: ClientKey) -> _Entry:
+    async def _acquire(self, key: ClientKey) -> _Entry:
+        """The open entry for `key`, marked in use (the caller releases it). It is marked before
+        anything awaits: eviction closes entries that are not in use, and while this one waited
+        for its client to be made or for other clients to close, another task's eviction could
+        otherwise close it under its caller."""
         if self._closed:
             raise RuntimeError("client pool is closed")
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
+            entry.in_use += 1
             return entry
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             entry = self._entries.get(key)
-            if entry is not None:
-                return entry
-            session = await self._sessions.session_for(key.account_id)
-            stack = AsyncExitStack()
-            client = await stack.enter_async_context(
-                session.create_client(key.service, region_name=key.region, config=self._config)
-            )
-            if self._on_create is not None:
-                self._on_create(client, key.account_id, key.region, key.service)
-            entry = _Entry(client, stack)
-            self._entries[key] = entry
-        await self._evict()
+            if entry is None:
+                session = await self._sessions.session_for(key.account_id)
+                stack = AsyncExitStack()
+                client = await stack.enter_async_context(
+                    session.create_client(key.service, region_name=key.region, config=self._config)
+                )
+                if self._on_create is not None:
+                    self._on_create(client, key.account_id, key.region, key.service)
+                entry = _Entry(client, stack)
+                self._entries[key] = entry
+            entry.in_use += 1
+        try:
+            await self._evict()
+        except BaseException:
+            entry.in_use -= 1
+            raise
         return entry
 
+    async def _release(self, entry: _Entry) -> None:
+        """Mark `entry` idle; when more clients are open than the cap (all were in use when the
+        last one was made), close the excess now rather than at the next new client."""
+        entry.in_use -= 1
+        if len(self._entries) > self._settings.max_open_clients and not self._closed:
+            await self._evict()
+
     async def _evict(self) -> None:
+        """Close the least recently used idle clients beyond the cap. The victims are chosen and
+        removed before anything awaits, so concurrent evictions never pick the same entry."""
         excess = len(self._entries) - self._settings.max_open_clients
         if excess <= 0:
             return
-        for key in list(self._entries):
-            if excess <= 0:
+        victims: list[_Entry] = []
+        for key, entry in list(self._entries.items()):
+            if len(victims) == excess:
                 break
-            entry = self._entries[key]
             if entry.in_use:
                 continue
-            del self._entries[key]
-            self._locks.pop(key, None)
-            excess -= 1
+            del self._entries[key]  # its lock stays: a task may be waiting on it
+            victims.append(entry)
+        for entry in victims:
             await entry.stack.aclose()
 
     async def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 
@@ -146,5 +147,44 @@ async def test_a_client_makes_each_paginator_once(moto: EmbeddedMoto) -> None:
             pass
         assert first is again
         assert other is not first
+    finally:
+        await gateway.close()
+
+
+async def test_a_small_pool_never_closes_a_client_under_its_caller(moto: EmbeddedMoto) -> None:
+    """More clients in use than the cap: eviction closes only idle clients, including while a
+    new client is being made and other clients are closing (each await lets another task evict).
+    Before the fix, a just-made client could be evicted before its caller marked it in use, and
+    the caller's call failed with the closed session's error."""
+    gateway = AwsGateway(AwsSettings(max_open_clients=8), HealthMetrics(CollectorRegistry()))
+    services = ("lambda", "ecr", "ecs", "rds", "logs", "kms")
+    calls = {
+        "lambda": "get_account_settings",
+        "ecr": "describe_repositories",
+        "ecs": "list_clusters",
+        "rds": "describe_db_instances",
+        "logs": "describe_log_groups",
+        "kms": "list_keys",
+    }
+
+    async def one(account: str, region: str, service: str) -> str:
+        await gateway.api(account, region).call(service, calls[service])
+        return service
+
+    try:
+        for _ in range(3):
+            done = await asyncio.gather(
+                *(
+                    one(account, region, service)
+                    for account in ACCOUNTS
+                    for region in REGIONS
+                    for service in services
+                ),
+                return_exceptions=True,
+            )
+            failed = [d for d in done if isinstance(d, BaseException)]
+            assert failed == [], failed[:3]
+            assert len(done) == len(ACCOUNTS) * len(REGIONS) * len(services)
+        assert gateway.pool.open_clients <= 8  # idle again: the cap holds
     finally:
         await gateway.close()
