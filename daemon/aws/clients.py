@@ -21,6 +21,9 @@
   new parser for every response, and each holds bound methods of itself (reference cycles), so
   every call left garbage only the cyclic collector frees -- a young-generation pass every few
   seconds of a sweep, tens of ms each with the GIL held. Parsers keep no state between parses.
+- Event hooks shared, not copied (daemon/aws/hooks.py): botocore copies the session's whole
+  handler trie into every client (~75 KB, ~0.6 ms of CPU); a client here keeps only its own
+  handlers over a frozen snapshot of the session's.
 - One paginator per (client, operation) (`ClientPool.paginator`): `get_paginator` builds a new
   class, with a docstring object, on every call.
 - Every request says `posture-daemon/<version> botocore/<version>` as its User-Agent, so the
@@ -51,10 +54,11 @@ from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.parsers import AioResponseParserFactory
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 
 from daemon import __version__
 from daemon.aws.errors import AwsError, ErrorKind, to_aws_error
+from daemon.aws.hooks import new_session
 from daemon.config import AwsSettings
 from daemon.model.operations import Operation
 
@@ -205,7 +209,7 @@ class Sessions:
             user_agent=USER_AGENT,
             http_session_cls=SharedTlsHTTPSession,
         )
-        self._base = use_shared_parsers(get_session())
+        self._base = use_shared_parsers(new_session())
         self._loader = self._base.get_component("data_loader")
         self._by_account: dict[str, AioSession] = {}
         self._creds: dict[str, AioDeferredRefreshableCredentials] = {}
@@ -259,7 +263,7 @@ class Sessions:
                 pass
 
     def _new_session(self) -> AioSession:
-        session = AioSession()
+        session = new_session()
         session.register_component("data_loader", self._loader)
         return use_shared_parsers(session)
 
