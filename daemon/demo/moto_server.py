@@ -859,6 +859,10 @@ class EmbeddedMoto:
                 # idle keep-alive connections of many clients (waitress' default cap is 100,
                 # beyond which it stops accepting; AWS endpoints have no such cap per caller)
                 connection_limit=4096,
+                # poll(), not select(): select() fails once a socket's number passes 1023, and
+                # a daemon holding a client per (account, region, service) keeps more
+                # connections than that alive at the benchmark's scale
+                asyncore_use_poll=True,
             )
             run = self._server.run
         else:
