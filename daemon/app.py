@@ -66,7 +66,8 @@ class Daemon:
         self.registry = Registry()
         self.metrics = HealthMetrics(self.registry)
         self.store = StateStore()
-        self.gateway = AwsGateway(settings.aws, self.metrics)
+        # service models cut down to the calls the daemon declares (daemon/aws/models.py)
+        self.gateway = AwsGateway(settings.aws, self.metrics, declared_operations())
         self.policy = PolicyHolder(settings.policy_file, policy, self.metrics)
         self.exporter: Exporter | None = None
         if settings.export.enabled:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import IO, Any
 
 import aiohttp
@@ -35,6 +35,7 @@ from daemon.aws.errors import (
 from daemon.aws.pacing import Pacer
 from daemon.config import AwsSettings
 from daemon.metrics.health import HealthMetrics
+from daemon.model.operations import Operation
 
 
 def operation_name(client: Client, method: str) -> str:
@@ -93,10 +94,17 @@ def check_response_body(operation_model: Any, response_dict: dict[str, Any]) -> 
 class AwsGateway:
     """Owns sessions, clients and limits for the whole daemon; hands out per-target `AwsApi`s."""
 
-    def __init__(self, settings: AwsSettings, metrics: HealthMetrics) -> None:
+    def __init__(
+        self,
+        settings: AwsSettings,
+        metrics: HealthMetrics,
+        operations: Iterable[Operation] | None = None,
+    ) -> None:
+        """`operations`: the daemon's declared calls, to load service models cut down to them
+        (the daemon passes them; None keeps botocore's whole models)."""
         self.settings = settings
         self.metrics = metrics
-        self.sessions = Sessions(settings, on_create=self._instrument)
+        self.sessions = Sessions(settings, on_create=self._instrument, operations=operations)
         self.pool = ClientPool(self.sessions, settings, on_create=self._instrument)
         self._account_limits: dict[str, asyncio.Semaphore] = {}
         pacing = settings.pacing

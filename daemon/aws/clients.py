@@ -59,6 +59,7 @@ from aiobotocore.session import AioSession
 from daemon import __version__
 from daemon.aws.errors import AwsError, ErrorKind, to_aws_error
 from daemon.aws.hooks import new_session
+from daemon.aws.models import operations_by_service, trimmed_loader
 from daemon.config import AwsSettings
 from daemon.model.operations import Operation
 
@@ -132,8 +133,8 @@ def use_shared_parsers(session: AioSession) -> AioSession:
     return session
 
 
-_CLASSES: dict[tuple[str, str], type] = {}
-_MODELS: dict[tuple[str, str | None], Any] = {}
+_CLASSES: dict[tuple[str, str, tuple[str, ...]], type] = {}
+_MODELS: dict[tuple[Any, str, str | None], Any] = {}  # (loader, service, API version)
 
 
 def share_client_classes() -> None:
@@ -147,7 +148,8 @@ def share_client_classes() -> None:
     The service model is read-only once built (its operation and shape models are caches of the
     same JSON); botocore builds one per client, and each client's endpoint-discovery check walks
     every operation of it (EC2: ~800 operation models per client). Shared, a service's model is
-    built once.
+    built once per loader (the daemon's loader trims its models: daemon/aws/models.py), and a
+    class once per service and set of operations.
 
     Instances keep their own configuration, credentials, endpoint and event hooks. Idempotent.
     """
@@ -157,14 +159,14 @@ def share_client_classes() -> None:
     load_model = AioClientCreator._load_service_model
 
     def shared_model(self: Any, service_name: str, api_version: str | None = None) -> Any:
-        key = (service_name, api_version)
+        key = (self._loader, service_name, api_version)  # a loader may trim its models
         model = _MODELS.get(key)
         if model is None:
             model = _MODELS[key] = load_model(self, service_name, api_version)
         return model
 
     async def shared(self: Any, service_name: str, service_model: Any) -> type:
-        key = (service_name, str(service_model.api_version))
+        key = (service_name, str(service_model.api_version), tuple(service_model.operation_names))
         cls = _CLASSES.get(key)
         if cls is None:
             cls = _CLASSES[key] = await create(self, service_name, service_model)
@@ -198,7 +200,14 @@ class _Entry:
 class Sessions:
     """Credentials per account. The daemon's own account uses the base session."""
 
-    def __init__(self, settings: AwsSettings, on_create: ClientHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: AwsSettings,
+        on_create: ClientHook | None = None,
+        operations: Iterable[Operation] | None = None,
+    ) -> None:
+        """`operations`: what the daemon calls; given, every session loads service models cut
+        down to them (daemon/aws/models.py). None: botocore's whole models."""
         self._settings = settings
         self._on_create = on_create  # instruments the STS clients like every other client
         # STS calls get the same retries and timeouts as every other client.
@@ -210,6 +219,13 @@ class Sessions:
             http_session_cls=SharedTlsHTTPSession,
         )
         self._base = use_shared_parsers(new_session())
+        if operations is not None:
+            self._base.register_component(
+                "data_loader",
+                trimmed_loader(
+                    self._base.get_config_variable("data_path"), operations_by_service(operations)
+                ),
+            )
         self._loader = self._base.get_component("data_loader")
         self._by_account: dict[str, AioSession] = {}
         self._creds: dict[str, AioDeferredRefreshableCredentials] = {}

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from daemon.aws.api import AwsGateway
 from daemon.aws.clients import PARSERS, USER_AGENT
 from daemon.aws.errors import AwsError, ErrorKind
+from daemon.collectors.registry import declared_operations
 from daemon.config import AwsSettings
 from daemon.demo.estate import PRIMARY, SECONDARY, Seeder
 from daemon.demo.moto_server import EmbeddedMoto
@@ -188,3 +189,32 @@ async def test_a_small_pool_never_closes_a_client_under_its_caller(moto: Embedde
         assert gateway.pool.open_clients <= 8  # idle again: the cap holds
     finally:
         await gateway.close()
+
+
+async def test_trimmed_models_serve_the_daemons_calls_and_leave_other_sessions_whole(
+    moto: EmbeddedMoto,
+) -> None:
+    """The daemon's gateway loads models cut down to its declared operations; a call through
+    them is serialised and parsed as before (answers, paging, errors). Clients of whole models
+    in the same process (the demo's seeder, the restore command) keep every operation: the
+    process-wide model and class caches tell the two apart."""
+    trimmed = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()), declared_operations())
+    whole = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()))
+    try:
+        api = trimmed.api(ACCOUNTS[0], PRIMARY)
+        functions = await api.all_items("lambda", "list_functions", "Functions")
+        assert isinstance(functions, list)
+        settings = await api.call("lambda", "get_account_settings")
+        assert settings["AccountLimit"]["ConcurrentExecutions"] > 0
+        with pytest.raises(AwsError) as missing:
+            await api.call("lambda", "get_policy", FunctionName="no-such-function")
+        assert missing.value.kind is ErrorKind.NOT_FOUND
+        async with trimmed.pool.client(ACCOUNTS[0], PRIMARY, "lambda") as lam:
+            assert hasattr(lam, "get_function") and not hasattr(lam, "create_function")
+            trimmed_ops = set(lam.meta.service_model.operation_names)
+        async with whole.pool.client(ACCOUNTS[0], PRIMARY, "lambda") as lam:
+            assert hasattr(lam, "create_function")
+            assert set(lam.meta.service_model.operation_names) > trimmed_ops
+    finally:
+        await trimmed.close()
+        await whole.close()
