@@ -43,6 +43,7 @@ import functools
 import ssl
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -134,7 +135,10 @@ def use_shared_parsers(session: AioSession) -> AioSession:
 
 
 _CLASSES: dict[tuple[str, str, tuple[str, ...]], type] = {}
-_MODELS: dict[tuple[Any, str, str | None], Any] = {}  # (loader, service, API version)
+# loader -> (service, API version) -> model; a loader (one per gateway) and its models go together
+_MODELS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str | None], Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def share_client_classes() -> None:
@@ -159,10 +163,11 @@ def share_client_classes() -> None:
     load_model = AioClientCreator._load_service_model
 
     def shared_model(self: Any, service_name: str, api_version: str | None = None) -> Any:
-        key = (self._loader, service_name, api_version)  # a loader may trim its models
-        model = _MODELS.get(key)
+        models = _MODELS.setdefault(self._loader, {})  # a loader may trim its models
+        key = (service_name, api_version)
+        model = models.get(key)
         if model is None:
-            model = _MODELS[key] = load_model(self, service_name, api_version)
+            model = models[key] = load_model(self, service_name, api_version)
         return model
 
     async def shared(self: Any, service_name: str, service_model: Any) -> type:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+import weakref
 
 import pytest
 from botocore.awsrequest import AWSPreparedRequest
@@ -218,3 +219,15 @@ async def test_trimmed_models_serve_the_daemons_calls_and_leave_other_sessions_w
     finally:
         await trimmed.close()
         await whole.close()
+
+
+async def test_a_gateways_service_models_go_with_it(moto: EmbeddedMoto) -> None:
+    """The process-wide model cache is keyed by loader, one per gateway: it must not keep a
+    dropped gateway's loader (its parsed files) and models alive."""
+    gateway = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()), declared_operations())
+    await gateway.api(ACCOUNTS[0], PRIMARY).call("lambda", "get_account_settings")
+    loader = weakref.ref(gateway.sessions._loader)
+    await gateway.close()
+    del gateway
+    gc.collect()
+    assert loader() is None
