@@ -26,20 +26,9 @@ from typing import Any
 
 from aiobotocore.hooks import AioHierarchicalEmitter
 from aiobotocore.session import AioSession
-from botocore.hooks import _MIDDLE, NodeList, _PrefixTrie
+from botocore.hooks import _MIDDLE, _PrefixTrie
 
 Node = dict[str, Any]
-
-
-def _copy_nodes(node: Node) -> Node:
-    """The trie below `node`, every node and handler list copied (the handlers are shared), as
-    botocore's own copy does."""
-    values = node["values"]
-    return {
-        "chunk": node["chunk"],
-        "values": None if values is None else NodeList(*(list(v) for v in values)),
-        "children": {chunk: _copy_nodes(child) for chunk, child in node["children"].items()},
-    }
 
 
 class SessionTrie(_PrefixTrie):  # type: ignore[misc]
@@ -61,7 +50,7 @@ class SessionTrie(_PrefixTrie):  # type: ignore[misc]
     def __copy__(self) -> OverlayTrie:
         if self._snapshot is None:
             snapshot = _PrefixTrie()
-            snapshot._root = _copy_nodes(self._root)
+            snapshot._root = self._recursive_copy(self._root)  # botocore's copy
             self._snapshot = snapshot  # never changed again: a change makes a new one
         return OverlayTrie(self._snapshot)
 
@@ -120,7 +109,7 @@ class OverlayTrie(_PrefixTrie):  # type: ignore[misc]
         if self._base is None:
             return
         own = self._root
-        self._root = _copy_nodes(self._base._root)
+        self._root = self._recursive_copy(self._base._root)
         self._base = None
         pending: list[tuple[Node, list[str]]] = [(own, [])]
         while pending:
@@ -135,7 +124,7 @@ class OverlayTrie(_PrefixTrie):  # type: ignore[misc]
 
     def __copy__(self) -> OverlayTrie:
         copied = OverlayTrie(self._base)
-        copied._root = _copy_nodes(self._root)
+        copied._root = self._recursive_copy(self._root)
         return copied
 
 
