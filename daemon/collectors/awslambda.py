@@ -21,7 +21,7 @@ from daemon.collectors.base import (
     concurrently,
     parse_timestamp,
 )
-from daemon.collectors.cache import DetailCache
+from daemon.collectors.cache import DetailCache, Lookups, digest
 from daemon.model import awslambda as m
 from daemon.model import frozen_errors, frozen_tags, parse_arn
 from daemon.model import lambdaconfig as lc
@@ -237,6 +237,10 @@ class LambdaCollector:
         self.filters: DetailCache[tuple[dict[str, Any], ...]] = DetailCache(
             self.details.max_age, self.details.lookahead
         )
+        # account-region lookups (layer listing, code signing, log groups, subnets, other
+        # accounts' layers, AWS Config and CloudTrail): re-read when their input changes, after
+        # a change event, or on the rolling refresh -- not every sweep
+        self.lookups = Lookups(self.details.max_age, self.details.lookahead)
 
     def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
         """Forget cached details (a change event): one function by ARN or name, or all."""
@@ -245,6 +249,9 @@ class LambdaCollector:
         if resource is not None:
             resource = ":".join(resource.split(":")[:7])  # no qualifier
         self.details.invalidate((account_id, region), resource)
+        # any change in the account-region may show in a lookup (a code signing config put on a
+        # function, a layer version published): read them again too
+        self.lookups.invalidate((account_id, region))
         if resource is None:
             self.filters.invalidate((account_id, f"{region}/logs"))
 
@@ -292,7 +299,14 @@ class LambdaCollector:
         )
         # the account-region lookups are independent of each other: one round trip, not five
         layers, shared, posture = await concurrently(
-            self._layers(ctx), self._region_data(ctx, latest), region.collect_region(ctx)
+            self._layers(ctx, latest),
+            self._region_data(ctx, latest),
+            ctx.lookup(
+                self.lookups,
+                "region-posture",
+                lambda: region.collect_region(ctx),
+                ok=lambda posture: not posture.errors,
+            ),
         )
         shared.layer_versions = {lv.arn for lv in layers}
         served = len(ctx.fetched_at)
@@ -329,17 +343,45 @@ class LambdaCollector:
 
     # --- shared lookups --------------------------------------------------------------------------
 
-    async def _layers(self, ctx: CollectContext) -> list[m.LayerVersion]:
+    async def _layer_listing(self, ctx: CollectContext) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+        """(layer name, its versions as ListLayerVersions gives them) for each layer."""
         api = ctx.api
-        out: list[m.LayerVersion] = []
-        scope = (ctx.target.account_id, ctx.target.region)
-        now = ctx.now.timestamp()
-        listed: list[str] = []
+        listing = []
         for layer in await api.all_items("lambda", "list_layers", "Layers"):
             name = layer.get("LayerName", "")
             raw_versions = await api.all_items(
                 "lambda", "list_layer_versions", "LayerVersions", LayerName=name
             )
+            listing.append((str(name), tuple(raw_versions)))
+        return tuple(listing)
+
+    async def _layers(
+        self, ctx: CollectContext, functions: list[dict[str, Any]]
+    ) -> list[m.LayerVersion]:
+        api = ctx.api
+        out: list[m.LayerVersion] = []
+        scope = (ctx.target.account_id, ctx.target.region)
+        now = ctx.now.timestamp()
+        listed: list[str] = []
+        own = ctx.target.account_id
+        # A cached listing serves only while it holds every own layer version a function uses:
+        # one published since (and used at once) would otherwise look deleted.
+        used = {
+            ref.arn
+            for f in functions
+            for ref in (_layer_ref(layer) for layer in f.get("Layers") or [])
+            if ref.account_id == own
+        }
+
+        def complete(listing: tuple[tuple[str, tuple[Any, ...]], ...]) -> bool:
+            return used <= {
+                str(raw.get("LayerVersionArn", "")) for _, versions in listing for raw in versions
+            }
+
+        layer_listing = await ctx.lookup(
+            self.lookups, "layers", lambda: self._layer_listing(ctx), usable=complete
+        )
+        for name, raw_versions in layer_listing:
 
             async def one(raw: dict[str, Any], name: str = name) -> m.LayerVersion | None:
                 errors = AspectErrors()
@@ -393,19 +435,53 @@ class LambdaCollector:
         """The target's shared lookups, read concurrently (`layer_versions` is filled in by the
         caller from the layer listing)."""
 
+        wanted = sorted({self._log_group_name(f) for f in functions})
+
         async def logs() -> tuple[dict[str, m.LogGroup], str | None, dict[str, str]]:
-            log_groups, log_error = await self._log_groups(ctx, functions)
+            log_groups, log_error = await ctx.lookup(
+                self.lookups,
+                "log-groups",
+                lambda: self._log_groups(ctx, wanted),
+                key=digest(wanted),
+                ok=lambda found: found[1] is None,
+            )
             log_groups, export_errors = await self._log_export(ctx, log_groups)
             return log_groups, log_error, export_errors
 
         subnet_ids = sorted(
             {s for f in functions for s in (f.get("VpcConfig") or {}).get("SubnetIds") or []}
         )
+        foreign_arns = self._foreign_layer_arns(ctx, functions)
+        # which function uses which code signing config shows in no listing of functions:
+        # read again whenever any function of the account-region changed (and on the refresh)
+        changes = digest(
+            f"{f.get('FunctionArn')} {f.get('RevisionId')} {f.get('CodeSha256')} "
+            f"{f.get('LastModified')}"
+            for f in functions
+        )
         (log_groups, log_error, export_errors), subnets, foreign, signing = await concurrently(
             logs(),
-            self._subnets(ctx, subnet_ids),
-            self._foreign_layers(ctx, functions),
-            self._signing_configs(ctx),
+            ctx.lookup(
+                self.lookups,
+                "subnets",
+                lambda: self._subnets(ctx, subnet_ids),
+                key=digest(subnet_ids),
+                ok=lambda found: found[1] is None,
+            ),
+            ctx.lookup(
+                self.lookups,
+                "foreign-layers",
+                lambda: self._foreign_layers(ctx, foreign_arns),
+                key=digest(foreign_arns),
+                ok=lambda found: all(isinstance(v, bool) for v in found.values()),
+            ),
+            ctx.lookup(
+                self.lookups,
+                "code-signing",
+                lambda: self._signing_configs(ctx),
+                key=changes,
+                ok=lambda found: found["signing_list_error"] is None,
+            ),
         )
         subnet_azs, subnet_error = subnets
         return _RegionData(
@@ -457,9 +533,9 @@ class LambdaCollector:
         return {"signing": signing, "signing_by_function": by_function, "signing_list_error": None}
 
     async def _log_groups(
-        self, ctx: CollectContext, functions: list[dict[str, Any]]
+        self, ctx: CollectContext, log_groups: Iterable[str]
     ) -> tuple[dict[str, m.LogGroup], str | None]:
-        wanted = {self._log_group_name(f) for f in functions}
+        wanted = set(log_groups)
         found: dict[str, m.LogGroup] = {}
         prefixes = (
             {DEFAULT_LOG_PREFIX} if any(w.startswith(DEFAULT_LOG_PREFIX) for w in wanted) else set()
@@ -545,14 +621,10 @@ class LambdaCollector:
         read = await ctx.gather(sorted(groups.values(), key=lambda g: g.name), one)
         return {g.name: g for g in read}, errors
 
-    async def _foreign_layers(
-        self, ctx: CollectContext, functions: list[dict[str, Any]]
-    ) -> dict[str, bool | str]:
-        """Whether each layer version of another account that a function references still
-        exists (GetLayerVersionByArn, once per distinct ARN): True, False (deleted), or the error
-        code when the owner does not let this account read it."""
+    @staticmethod
+    def _foreign_layer_arns(ctx: CollectContext, functions: list[dict[str, Any]]) -> list[str]:
         own = ctx.target.account_id
-        arns = sorted(
+        return sorted(
             {
                 ref.arn
                 for f in functions
@@ -560,6 +632,11 @@ class LambdaCollector:
                 if ref.account_id and ref.account_id != own
             }
         )
+
+    async def _foreign_layers(self, ctx: CollectContext, arns: list[str]) -> dict[str, bool | str]:
+        """Whether each layer version of another account that a function references still
+        exists (GetLayerVersionByArn, once per distinct ARN): True, False (deleted), or the error
+        code when the owner does not let this account read it."""
 
         async def one(arn: str) -> tuple[str, bool | str]:
             try:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from daemon.aws.api import AwsApi
 from daemon.aws.errors import AwsError, ErrorKind
+from daemon.collectors.cache import Lookups
 from daemon.model import CollectionIssue, Snapshot, Target
 from daemon.model.awslambda import ConcurrencyWindow
 from daemon.model.operations import Operation
@@ -64,6 +65,31 @@ class CollectContext:
     def served(self, fetched_at: float) -> None:
         """A resource's detail was used; it was read from AWS at `fetched_at` (unix seconds)."""
         self.fetched_at.append(fetched_at)
+
+    async def lookup(
+        self,
+        lookups: Lookups,
+        name: str,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        key: Hashable = None,
+        ok: Callable[[T], bool] | None = None,
+        usable: Callable[[T], bool] | None = None,
+    ) -> T:
+        """An account-region lookup of the target, cached in `lookups` (see Lookups.read); its
+        age counts in the target's data age like a cached detail's."""
+        t = self.target
+        value, fetched_at = await lookups.read(
+            (t.account_id, t.region),
+            name,
+            self.now.timestamp(),
+            fetch,
+            key=key,
+            ok=ok or (lambda _: True),
+            usable=usable or (lambda _: True),
+        )
+        self.served(fetched_at)
+        return value
 
     def wants(self, control_id: str) -> bool:
         """Whether the policy may run this control on the target (so its data is worth reading)."""

@@ -15,16 +15,22 @@ and are cached under that key. They are read again when
 - it was invalidated (the event fast path saw a change), or the last read recorded an error
   (unknown is never cached: an aspect that could not be read is read again next sweep).
 
-Pure logic: time is passed in (`now`, unix seconds), so the tests need no clock.
+`Lookups` applies the same rules to the account-region lookups no listing versions (code signing
+configs, log groups, layer listings, AWS Config and CloudTrail posture, KMS keys, security groups):
+each is read again when its input changes (`key`: the log groups, keys or groups asked about),
+when the cached answer cannot serve this sweep (`usable`), after a change event in its
+account-region, or on its rolling refresh -- instead of every sweep.
+
+Time is passed in (`now`, unix seconds), so the tests need no clock; the reads are passed in too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -115,3 +121,59 @@ class DetailCache(Generic[T]):
         if scope is not None:
             return len(self._entries.get(scope, {}))
         return sum(len(e) for e in self._entries.values())
+
+
+def digest(items: Iterable[str]) -> bytes:
+    """A short fingerprint of a lookup's input (log group names, key ids, ...), so a cache entry
+    keeps 16 bytes of it instead of the whole list."""
+    h = hashlib.blake2b(digest_size=16)
+    for item in items:
+        h.update(item.encode())
+        h.update(b"\0")
+    return h.digest()
+
+
+def _always(_: Any) -> bool:
+    return True
+
+
+class Lookups:
+    """Account-region lookups cached under max_data_age; one instance per collector.
+
+    An answer that recorded an error (`ok` false) is never cached: unknown is read again next
+    sweep, as for details. A failing read (an exception: throttled, 5xx) caches nothing either.
+    """
+
+    def __init__(self, max_age: float, lookahead: float = 0.0) -> None:
+        self._cache: DetailCache[Any] = DetailCache(max_age, lookahead)
+
+    async def read(
+        self,
+        scope: Scope,
+        name: str,
+        now: float,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        key: Hashable = None,
+        ok: Callable[[T], bool] = _always,
+        usable: Callable[[T], bool] = _always,
+    ) -> tuple[T, float]:
+        """The lookup's answer and the unix time it was read (earlier sweeps: from the cache)."""
+        # the phase (when the rolling refresh is due) differs per account-region and lookup
+        resource = f"{scope[0]}/{scope[1]}/{name}"
+        entry = self._cache.get(scope, resource, key, now)
+        if entry is not None and usable(entry.value):
+            return entry.value, entry.fetched_at
+        value = await fetch()
+        if ok(value):
+            self._cache.put(scope, resource, key, value, now)
+        else:
+            self._cache.discard(scope, resource)
+        return value, now
+
+    def invalidate(self, scope: Scope) -> None:
+        """Forget every lookup of an account-region (a change event there)."""
+        self._cache.invalidate(scope)
+
+    def size(self, scope: Scope | None = None) -> int:
+        return self._cache.size(scope)

@@ -20,7 +20,7 @@ from typing import Any
 from daemon.aws.errors import AwsError
 from daemon.collectors import kms
 from daemon.collectors.base import AspectErrors, CollectContext, Operation, parse_timestamp
-from daemon.collectors.cache import DetailCache
+from daemon.collectors.cache import DetailCache, Lookups, digest
 from daemon.collectors.ecs import TASK_DEFINITION_OPERATIONS, TaskDefinitionReader
 from daemon.model import ecr as m
 from daemon.model import frozen_errors, frozen_tags
@@ -188,12 +188,16 @@ class EcrCollector:
         # lifecycle policy, repository policy and tags per repository: DescribeRepositories shows
         # no change of them, so they are re-read on the rolling refresh (or a change event)
         self.details: DetailCache[_RepoDetails] = details or DetailCache(0)
+        # KMS keys of the repositories: read again when they name others, after a change event,
+        # or on the rolling refresh
+        self.lookups = Lookups(self.details.max_age, self.details.lookahead)
 
     def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
         """Forget cached details (a change event): one repository by ARN or name, or all."""
         if resource is not None and not resource.startswith("arn:"):
             resource = f"arn:aws:ecr:{region}:{account_id}:repository/{resource}"
         self.details.invalidate((account_id, region), resource)
+        self.lookups.invalidate((account_id, region))
 
     async def collect(self, ctx: CollectContext) -> m.EcrSnapshot:
         api = ctx.api
@@ -207,14 +211,21 @@ class EcrCollector:
             m.ASPECT_SCANNING, api.call("ecr", "get_registry_scanning_configuration")
         )
         scanning = registry_scanning(resp) if resp is not None else None
-        keys = await kms.describe_keys(
-            ctx,
-            (
+        key_ids = sorted(
+            {
                 (r.get("encryptionConfiguration") or {}).get("kmsKey") or ""
                 for r in raw
                 if (r.get("encryptionConfiguration") or {}).get("encryptionType", "AES256")
                 != "AES256"
-            ),
+            }
+            - {""}
+        )
+        keys = await ctx.lookup(
+            self.lookups,
+            "kms-keys",
+            lambda: kms.describe_keys(ctx, key_ids),
+            key=digest(key_ids),
+            ok=lambda found: all(isinstance(k, KmsKey) for k in found.values()),
         )
         shared = _Shared(scanning, errors.errors.get(m.ASPECT_SCANNING), keys, None)
         if ctx.wants(IN_USE_CONTROL) and raw:

@@ -28,7 +28,7 @@ from daemon.collectors.base import (
     concurrently,
     parse_timestamp,
 )
-from daemon.collectors.cache import DetailCache
+from daemon.collectors.cache import DetailCache, Lookups, digest
 from daemon.model import frozen_errors, frozen_tags
 from daemon.model import rds as m
 from daemon.model.awslambda import RegionPosture
@@ -207,10 +207,14 @@ class RdsCollector:
         # the `restore` attribute of each manual snapshot (who may restore it): re-read when the
         # snapshot is new, on the rolling refresh, or after a change event
         self.details: DetailCache[tuple[str, ...]] = details or DetailCache(0)
+        # AWS Config recorders, security groups and KMS keys: read again when the databases name
+        # others, after a change event, or on the rolling refresh
+        self.lookups = Lookups(self.details.max_age, self.details.lookahead)
 
     def invalidate(self, account_id: str, region: str, resource: str | None = None) -> None:
         """Forget cached snapshot attributes: one snapshot by ARN, or all of the account-region."""
         self.details.invalidate((account_id, region), resource)
+        self.lookups.invalidate((account_id, region))
 
     async def collect(self, ctx: CollectContext) -> m.RdsSnapshot:
         t = ctx.target
@@ -218,7 +222,12 @@ class RdsCollector:
         async def posture_of() -> RegionPosture | None:
             if not ctx.wants(CONFIG_CONTROL):
                 return None
-            return await region.collect_region(ctx, trails=False)
+            return await ctx.lookup(
+                self.lookups,
+                "config-recorders",
+                lambda: region.collect_region(ctx, trails=False),
+                ok=lambda posture: not posture.errors,
+            )
 
         # independent listings at once; what depends on the databases follows
         (
@@ -241,10 +250,24 @@ class RdsCollector:
         clusters = [db_cluster(r, t.account_id, t.region) for r in raw_clusters]
         databases: list[m.Database] = [*instances, *clusters]
 
+        group_ids = sorted({g for db in databases for g in db.security_group_ids})
+        key_ids = sorted(
+            {db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id}
+        )
         (groups, groups_error), keys = await concurrently(
-            ec2.security_groups(ctx, (g for db in databases for g in db.security_group_ids)),
-            kms.describe_keys(
-                ctx, (db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id)
+            ctx.lookup(
+                self.lookups,
+                "security-groups",
+                lambda: ec2.security_groups(ctx, group_ids),
+                key=digest(group_ids),
+                ok=lambda found: found[1] is None,
+            ),
+            ctx.lookup(
+                self.lookups,
+                "kms-keys",
+                lambda: kms.describe_keys(ctx, key_ids),
+                key=digest(key_ids),
+                ok=lambda found: all(isinstance(k, KmsKey) for k in found.values()),
             ),
         )
         shared = {

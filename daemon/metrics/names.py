@@ -325,9 +325,9 @@ BACKUP_POLICY_MAX_AGE = _d(
 DATA_OLDEST_FETCH = _d(
     "posture_data_oldest_fetch_timestamp_seconds",
     "gauge",
-    "Unix time at which the oldest per-resource detail the target's last sweep evaluated was "
-    "read from AWS (details are cached until a change or max_data_age); the maximum data age "
-    "of the target is time() minus this.",
+    "Unix time at which the oldest per-resource detail or account-region lookup the target's "
+    "last sweep evaluated was read from AWS (both are cached until a change or max_data_age); "
+    "the maximum data age of the target is time() minus this.",
     TARGET_LABELS,
     "state",
 )
@@ -336,8 +336,9 @@ DATA_OLDEST_FETCH = _d(
 DATA_AGE = _d(
     "posture_data_age_seconds",
     "histogram",
-    "Age of each resource's cached detail when a sweep evaluated it (0 for details read in that "
-    "sweep): how much of the estate is served from the cache, and how old.",
+    "Age of each resource's cached detail, and of each account-region lookup, when a sweep "
+    "evaluated it (0 for those read in that sweep): how much of the estate is served from the "
+    "cache, and how old.",
     (SERVICE,),
     "health",
 )

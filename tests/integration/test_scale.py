@@ -4,6 +4,8 @@
   account-region lookups) are called again; the detail served is as old as the cold sweep.
 - A change (UpdateFunctionConfiguration: a new RevisionId and LastModified in ListFunctions) is
   detected: that one function is read again and its compliance changes.
+- The account-region lookups (layers, code signing, log groups, Config, CloudTrail) are cached
+  too: read again only when a change may show in them, or when the cached answer cannot serve.
 - Pacing: every paced call took a token of its bucket, and the shared Lambda bucket let calls
   through no faster than share x quota (asserted on the bucket's accounting, not on timing).
 """
@@ -41,6 +43,14 @@ PER_FUNCTION = {
     "ListAliases",
     "GetFunctionEventInvokeConfig",
     "ListProvisionedConcurrencyConfigs",
+}
+# account-region lookups of the Lambda target (the first call of each)
+LOOKUPS = {
+    ("lambda", "ListLayers"),
+    ("lambda", "ListCodeSigningConfigs"),
+    ("logs", "DescribeLogGroups"),
+    ("config", "DescribeConfigurationRecorders"),
+    ("cloudtrail", "DescribeTrails"),
 }
 
 
@@ -87,8 +97,13 @@ async def test_steady_state_reads_only_listings_and_detects_a_change(
         per_sweep = sum(warm_calls.values()) / 2
         cold_per_function = sum(cold_calls[("lambda", op)] for op in PER_FUNCTION)
         assert cold_per_function >= 4 * len(FUNCTIONS)
-        # what remains per sweep is the account-region's listings and lookups, not per function
-        assert per_sweep <= 20, warm_calls
+        # the account-region lookups no listing versions are cached too (max_data_age) ...
+        for op in LOOKUPS:
+            assert warm_calls[op] == 0, (op, warm_calls)
+        # ... but not the concurrency settings, which catch changed reservations
+        assert warm_calls[("lambda", "GetAccountSettings")] == 2
+        # what remains per sweep is the listings and the concurrency reads, not per function
+        assert per_sweep <= 6, warm_calls
         # the detail served is the cold sweep's: the oldest fetch is no later than it
         oldest = value(warm, "posture_data_oldest_fetch_timestamp_seconds", **lam)
         assert oldest <= cold_sweep
@@ -128,6 +143,26 @@ async def test_steady_state_reads_only_listings_and_detects_a_change(
         # only the changed function was read again
         assert after[("lambda", "GetFunctionUrlConfig")] == 1, after
         assert after[("lambda", "GetFunction")] == after[("lambda", "GetPolicy")] == 1
+        # the change may show in a lookup (a code signing config put with it): those re-read
+        assert after[("lambda", "ListCodeSigningConfigs")] >= 1, after
+        assert after[("lambda", "ListLayers")] == 0, after
+
+        # A layer version published and put on a function at once: the cached layer listing
+        # lacks it, so it is read again -- a version that exists never shows as deleted.
+        layers = {"control": "lambda-layer-versions-exist", "severity": "high"}
+        assert value(await scrape(daemon), "posture_violations", **lam, **layers) == 0
+        before = calls(await scrape(daemon))
+        async with aws_client("lambda", account, PRIMARY) as client:
+            fresh = await client.publish_layer_version(
+                LayerName="fresh", Content={"ZipFile": _zip("X = 1\n")}
+            )
+            await client.update_function_configuration(
+                FunctionName="untraced", Layers=[fresh["LayerVersionArn"]]
+            )
+        await wait_for_sweeps(daemon, 2)
+        assert value(await scrape(daemon), "posture_violations", **lam, **layers) == 0
+        after = calls(await scrape(daemon)) - before
+        assert after[("lambda", "ListLayers")] >= 1, after
 
 
 async def until_violations(

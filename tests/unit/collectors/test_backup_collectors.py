@@ -365,7 +365,8 @@ async def test_foreign_layers_exist_are_gone_or_unreadable() -> None:
         {"FunctionName": "a", "Layers": [{"Arn": VENDOR}, {"Arn": own}]},
         {"FunctionName": "b", "Layers": [{"Arn": VENDOR}, {"Arn": GONE}, {"Arn": PRIVATE}]},
     ]
-    found = await LambdaCollector(RoleReader(60))._foreign_layers(context(api, "lambda"), functions)
+    collector, ctx = LambdaCollector(RoleReader(60)), context(api, "lambda")
+    found = await collector._foreign_layers(ctx, collector._foreign_layer_arns(ctx, functions))
     assert found == {VENDOR: True, GONE: False, PRIVATE: "AccessDeniedException"}
     assert api.count("lambda", "get_layer_version_by_arn") == 3  # once per ARN, own ones never
     assert _RegionData.__dataclass_fields__["foreign_layers"]  # the shared lookup the functions use

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from daemon.collectors.awslambda import change_key
-from daemon.collectors.cache import DetailCache, phase, refresh_due
+from daemon.collectors.cache import DetailCache, Lookups, digest, phase, refresh_due
 
 SCOPE = ("111111111111", "eu-west-1")
 HOUR = 3600.0
@@ -112,3 +114,88 @@ def test_lambda_change_key_follows_what_list_functions_returns() -> None:
     assert key != change_key({**raw, "LastModified": "2026-01-02T00:00:00.000+0000"}, versions)
     published = [*versions, {"Version": "2", "RevisionId": "v2", "CodeSha256": "def"}]
     assert key != change_key(raw, published)  # a new published version
+
+
+class Reads:
+    """A lookup's read, counted; `answer` is what the next read returns (or raises)."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.count = 0
+
+    async def __call__(self) -> object:
+        self.count += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+async def test_a_lookup_is_read_once_until_its_input_changes_or_it_is_invalidated() -> None:
+    lookups = Lookups(HOUR, lookahead=60.0)
+    read = Reads({"/aws/lambda/a": 14})
+    key = digest(["/aws/lambda/a"])
+    assert await lookups.read(SCOPE, "log-groups", 0.0, read, key=key) == (read.answer, 0.0)
+    # later sweeps are served the first answer, with the time it was read
+    assert await lookups.read(SCOPE, "log-groups", 60.0, read, key=key) == (read.answer, 0.0)
+    assert read.count == 1
+    # other account-regions and other lookups have their own entries
+    await lookups.read(("222222222222", "eu-west-1"), "log-groups", 60.0, read, key=key)
+    await lookups.read(SCOPE, "subnets", 60.0, read, key=key)
+    assert read.count == 3
+    # the input changed (a function with another log group): read again
+    bigger = digest(["/aws/lambda/a", "/aws/lambda/b"])
+    assert await lookups.read(SCOPE, "log-groups", 120.0, read, key=bigger) == (read.answer, 120.0)
+    assert read.count == 4
+    assert digest(["a", "b"]) != digest(["ab"]) != digest(["a", "b", ""])
+    # a change event in the account-region forgets its lookups, not the others'
+    lookups.invalidate(SCOPE)
+    assert lookups.size(SCOPE) == 0 and lookups.size() == 1
+    await lookups.read(SCOPE, "log-groups", 180.0, read, key=bigger)
+    assert read.count == 5
+
+
+async def test_a_lookup_is_never_older_than_max_age_and_refreshes_spread() -> None:
+    interval = 300.0
+    lookups = Lookups(HOUR, lookahead=interval)
+    scopes = [(f"{100000000000 + i}", "eu-west-1") for i in range(120)]
+    reads = {scope: Reads(scope) for scope in scopes}
+    for scope in scopes:
+        await lookups.read(scope, "region-posture", 0.0, reads[scope])
+    per_sweep = []
+    for sweep in range(1, 25):
+        before = sum(r.count for r in reads.values())
+        for scope in scopes:
+            _, fetched_at = await lookups.read(
+                scope, "region-posture", sweep * interval, reads[scope]
+            )
+            assert sweep * interval - fetched_at < HOUR
+        per_sweep.append(sum(r.count for r in reads.values()) - before)
+    # each lookup is read again once per hour, spread over the sweeps (120 / 12 = 10 on average)
+    assert sum(per_sweep) == 2 * len(scopes)
+    assert max(per_sweep) <= 25, per_sweep
+
+
+async def test_unknown_is_never_cached_and_an_unusable_answer_is_read_again() -> None:
+    lookups = Lookups(HOUR)
+    # an answer that recorded an error is read again next sweep
+    denied = Reads(({}, "AccessDeniedException"))
+    for now in (0.0, 60.0):
+        await lookups.read(SCOPE, "log-groups", now, denied, ok=lambda v: v[1] is None)
+    assert denied.count == 2
+    # a failing read (throttled) propagates and caches nothing
+    failing = Reads(RuntimeError("Throttling"))
+    with pytest.raises(RuntimeError):
+        await lookups.read(SCOPE, "layers", 0.0, failing)
+    failing.answer = ("layer:1",)
+    assert await lookups.read(SCOPE, "layers", 60.0, failing) == (("layer:1",), 60.0)
+    # an answer that cannot serve this sweep (a function uses a layer version it lacks)
+    assert await lookups.read(SCOPE, "layers", 120.0, failing) == (("layer:1",), 60.0)
+    failing.answer = ("layer:1", "layer:2")
+    got = await lookups.read(SCOPE, "layers", 180.0, failing, usable=lambda v: "layer:2" in v)
+    assert got == (("layer:1", "layer:2"), 180.0)
+    assert failing.count == 3
+    # a cache of max_age 0 reads every time
+    none = Lookups(0)
+    for now in (0.0, 1.0):
+        await none.read(SCOPE, "layers", now, failing)
+    assert failing.count == 5
