@@ -12,8 +12,10 @@ this process's), against moto over HTTP, with Lambda's real quotas and the defau
 unless --quota-multiplier / --share say otherwise.
 
 Sweeps run on a virtual clock: the cold sweep at T, the steady-state sweep at T + interval, the 1%
-changed sweep at T + 2 x interval. So the steady-state sweep includes exactly one interval's share
-of the rolling refresh (the details due within max_data_age), as a real daemon's would.
+changed sweep at T + 2 x interval (the interval is the daemon's default, 60 s). So the steady-state
+sweep includes exactly one interval's share of the rolling refresh (the details and lookups due
+within max_data_age, the CloudWatch reads due within cloudwatch_interval_seconds), as a real
+daemon's would.
 
 Reported per sweep: wall time, AWS calls (total, by operation, per resource), calls per function
 (every call the Lambda targets make: list pages, IAM, CloudWatch, ...) and from Lambda's shared
@@ -603,6 +605,12 @@ async def measure_sweep(
     return out
 
 
+def _default_cloudwatch_interval() -> float:
+    from daemon.config import ReconcilerSettings
+
+    return ReconcilerSettings().cloudwatch_interval_seconds
+
+
 def settings_for(policy: Path, args: argparse.Namespace, **shard: Any) -> Any:
     from daemon.config import load_settings
 
@@ -613,6 +621,7 @@ def settings_for(policy: Path, args: argparse.Namespace, **shard: Any) -> Any:
         reconciler={
             "interval_seconds": args.interval,
             "max_data_age_seconds": args.max_data_age,
+            "cloudwatch_interval_seconds": _default_cloudwatch_interval(),
             "workers": args.workers,
             "per_target_concurrency": args.per_target_concurrency,
             "target_timeout_seconds": 3600,
@@ -734,6 +743,11 @@ async def three_sweeps(
     # every call of the Lambda targets in the steady sweep (listings, lookups and one interval's
     # share of the rolling refresh), per function
     report["steady_calls_per_unchanged_function"] = sweeps[1]["lambda_target_calls_per_function"]
+    # the definition: list pages plus the rolling refresh's share, per function
+    parts = sweeps[1]["lambda_calls_per_function_breakdown"]
+    report["steady_list_and_refresh_per_unchanged_function"] = round(
+        parts["list_pages"] + parts["function_details"], 3
+    )
     print(table(sweeps), flush=True)
 
 
@@ -801,6 +815,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "quota_multiplier": args.quota_multiplier,
             "interval_seconds": args.interval,
             "max_data_age_seconds": args.max_data_age,
+            "cloudwatch_interval_seconds": _default_cloudwatch_interval(),
             "workers": args.workers,
             "per_target_concurrency": args.per_target_concurrency,
             "max_inflight_per_account": args.max_inflight,
@@ -888,7 +903,7 @@ def cli() -> None:
     parser.add_argument("--changed", type=float, default=0.01, help="fraction changed")
     parser.add_argument("--share", type=float, default=0.5)
     parser.add_argument("--quota-multiplier", type=float, default=1.0)
-    parser.add_argument("--interval", type=float, default=300.0)
+    parser.add_argument("--interval", type=float, default=60.0)
     parser.add_argument("--max-data-age", type=float, default=3600.0)
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--per-target-concurrency", type=int, default=8)

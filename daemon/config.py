@@ -151,7 +151,12 @@ class AwsSettings(Section):
 
 class ReconcilerSettings(Section):
     interval_seconds: float = Field(
-        default=300, ge=1, description="Time between sweeps of a target."
+        default=60,
+        ge=1,
+        description="Time between sweeps of a target. A sweep reads the listings (a change they "
+        "show is a metric within one interval) and GetAccountSettings; per-resource details and "
+        "account-region lookups come from the cache until a change or max_data_age, so a shorter "
+        "interval adds list calls, not detail calls.",
     )
     jitter_fraction: float = Field(
         default=0.1, ge=0, le=0.5, description="Random spread of the interval (0.1: +/-10%)."
@@ -170,6 +175,13 @@ class ReconcilerSettings(Section):
         description="Per-resource details (policies, URLs, aliases, repository policies...) are "
         "cached and re-read when the list calls show a change, and at the latest after this "
         "long (spread evenly over the sweeps); 0: re-read everything every sweep.",
+    )
+    cloudwatch_interval_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="CloudWatch GetMetricData (Lambda concurrency peaks and throttles) is billed "
+        "per metric requested: asked at most this often per account-region, the last answer "
+        "served in between (its age counts in the data age); 0: every sweep.",
     )
     target_timeout_seconds: float = Field(
         default=600, gt=0, description="Deadline for one reconcile."

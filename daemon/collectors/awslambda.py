@@ -225,8 +225,15 @@ class LambdaCollector:
     service = SERVICE
     operations = OPERATIONS
 
-    def __init__(self, roles: iam.RoleReader, details: DetailCache[_Fetched] | None = None) -> None:
+    def __init__(
+        self,
+        roles: iam.RoleReader,
+        details: DetailCache[_Fetched] | None = None,
+        metrics: Lookups | None = None,
+    ) -> None:
         self.roles = roles
+        # the CloudWatch concurrency answer per account-region (None: asked every sweep)
+        self.metrics = metrics
         # per-function details, re-read on change or rolling refresh (daemon/collectors/cache.py)
         self.details: DetailCache[_Fetched] = details or DetailCache(0)
         # layer version policies (GetLayerVersionPolicy; None: the version has none)
@@ -314,9 +321,9 @@ class LambdaCollector:
             latest, lambda raw: self._function(ctx, raw, versions, raw_versions, shared)
         )
         found = tuple(sorted((f for f in functions if f is not None), key=lambda f: f.arn))
-        budget, budget_errors = await concurrency.collect_concurrency(ctx, found)
         stamp = ctx.now.timestamp()
         cached = any(at < stamp for at in ctx.fetched_at[served:])
+        budget, budget_errors = await concurrency.collect_concurrency(ctx, found, self.metrics)
         if cached and _reservations_disagree(budget):
             # Some details came from the cache, and AWS's unreserved concurrency says a
             # reservation changed since (PutFunctionConcurrency shows in no listing): read every

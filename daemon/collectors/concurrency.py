@@ -1,8 +1,10 @@
 """Lambda concurrency of an account-region: the account's limits and CloudWatch peaks.
 
-Two calls per account-region and sweep, whatever the number of functions:
-- `lambda:GetAccountSettings`: the concurrency limit and the unreserved pool;
-- one `cloudwatch:GetMetricData` request that batches every query: the account-level
+Two calls per account-region, whatever the number of functions:
+- `lambda:GetAccountSettings`, every sweep: the concurrency limit and the unreserved pool;
+- one `cloudwatch:GetMetricData` request (billed per metric asked for, so read at most once per
+  `cloudwatch_interval_seconds`, served from the cache in between) that batches every query: the
+  account-level
   ConcurrentExecutions, UnreservedConcurrentExecutions and ClaimedAccountConcurrency (Maximum),
   Throttles (Sum) for the account and for the top functions by reserved concurrency. NextToken is
   followed only when CloudWatch splits the answer (more than 100,800 datapoints).
@@ -19,6 +21,7 @@ from typing import Any
 
 from daemon.aws.errors import AwsError
 from daemon.collectors.base import CollectContext, Operation
+from daemon.collectors.cache import Lookups, digest
 from daemon.model import awslambda as m
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -181,12 +184,27 @@ def reservations(functions: Sequence[m.LambdaFunction]) -> tuple[int | None, int
 
 
 async def collect_concurrency(
-    ctx: CollectContext, functions: Sequence[m.LambdaFunction]
+    ctx: CollectContext, functions: Sequence[m.LambdaFunction], metrics: Lookups | None = None
 ) -> tuple[m.LambdaConcurrency, dict[str, str]]:
-    """The account-region's concurrency and the aspect errors to record on its resource."""
+    """The account-region's concurrency and the aspect errors to record on its resource.
+
+    `metrics` caches the CloudWatch answer (None: asked every sweep); it is asked again when the
+    functions queried or the window change, or when the cached answer is due (its max_age).
+    """
     errors: dict[str, str] = {}
     settings = await _account_settings(ctx, errors)
-    usage = await _usage(ctx, functions, errors)
+    if metrics is None:
+        usage = await _usage(ctx, functions, errors)
+    else:
+        window = ctx.concurrency_window
+        names = [f.name for f in top_reserved(functions, window.top_functions)]
+        usage = await ctx.lookup(
+            metrics,
+            "concurrency-metrics",
+            lambda: _usage(ctx, functions, errors),
+            key=(digest(names), window),
+            ok=lambda found: found is not None,
+        )
     total, count, problem = reservations(functions)
     if problem is not None:
         errors[m.ASPECT_RESERVATIONS] = problem

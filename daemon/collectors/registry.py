@@ -7,7 +7,7 @@ from typing import Any
 from daemon.aws import clients, discovery
 from daemon.collectors import awslambda, ecr, ecs, rds
 from daemon.collectors.base import Collector, Operation
-from daemon.collectors.cache import DetailCache
+from daemon.collectors.cache import DetailCache, Lookups
 from daemon.collectors.iam import RoleReader
 from daemon.config import Settings
 from daemon.export import operations as export_operations
@@ -30,7 +30,9 @@ def build_collectors(settings: Settings) -> dict[str, Collector]:
 
     return {
         awslambda.SERVICE: awslambda.LambdaCollector(
-            RoleReader(rs.max_data_age_seconds or ttl, error_ttl_seconds=ttl), details()
+            RoleReader(rs.max_data_age_seconds or ttl, error_ttl_seconds=ttl),
+            details(),
+            Lookups(rs.cloudwatch_interval_seconds, lookahead=rs.interval_seconds),
         ),
         ecr.SERVICE: ecr.EcrCollector(task_definitions, details()),
         ecs.SERVICE: ecs.EcsCollector(task_definitions),
