@@ -161,7 +161,15 @@ class ReconcilerSettings(Section):
     jitter_fraction: float = Field(
         default=0.1, ge=0, le=0.5, description="Random spread of the interval (0.1: +/-10%)."
     )
-    workers: int = Field(default=8, ge=1, le=256, description="Targets reconciled at once.")
+    workers: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Targets reconciled at once. Each waits mostly on AWS (and its pacing), so "
+        "workers bound how many targets one interval can cover: ~0.3 s for an empty region, "
+        "seconds for a large one; watch posture_workqueue_longest_wait_seconds against the "
+        "interval.",
+    )
     per_target_concurrency: int = Field(
         default=8, ge=1, le=64, description="Per-resource detail fetches in flight per target."
     )

@@ -30,7 +30,9 @@ def test_defaults() -> None:
     s = load_settings()
     assert isinstance(s, Settings)
     assert s.http.port == 9717
-    assert s.reconciler.workers == 8
+    assert s.reconciler.workers == 32
+    assert s.reconciler.interval_seconds == 60
+    assert s.reconciler.cloudwatch_interval_seconds == 300
     assert s.shard.count == 1 and s.shard.resolved_index == 0
     assert s.metrics == MetricsSettings()
     assert s.aws.external_id is None
