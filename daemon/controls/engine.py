@@ -58,12 +58,19 @@ Steps = Generator[None, None, Evaluation]
 
 def evaluate(snapshot: Snapshot, policy: Policy, now: dt.datetime) -> Evaluation:
     steps = evaluate_steps(snapshot, policy, now)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            evaluation: Evaluation = done.value
-            return evaluation
+    while (evaluation := step(steps)) is None:
+        pass
+    return evaluation
+
+
+def step(steps: Steps) -> Evaluation | None:
+    """Run `evaluate_steps` to its next pause: None, or the Evaluation once it is done."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        evaluation: Evaluation = done.value
+        return evaluation
+    return None
 
 
 def evaluate_steps(snapshot: Snapshot, policy: Policy, now: dt.datetime) -> Steps:

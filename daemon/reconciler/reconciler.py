@@ -23,7 +23,7 @@ from daemon.aws.api import AwsGateway
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors.base import CollectContext, Collector
 from daemon.config import Settings
-from daemon.controls.engine import Evaluation, evaluate_steps
+from daemon.controls.engine import Evaluation, evaluate_steps, step
 from daemon.export.exporter import Exporter
 from daemon.measures import measure_policy, measure_target, sample
 from daemon.metrics import names as n
@@ -58,12 +58,10 @@ async def _evaluate(
     async with turn or contextlib.nullcontext():
         steps = evaluate_steps(snapshot, policy, now)
         while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                evaluation: Evaluation = done.value
+            evaluation = step(steps)
+            if evaluation is not None:
                 return evaluation
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # let the loop run (a scrape's hold) between controls
 
 
 @dataclass(frozen=True, slots=True)
