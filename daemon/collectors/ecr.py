@@ -20,7 +20,7 @@ from typing import Any
 from daemon.aws.errors import AwsError
 from daemon.collectors import kms
 from daemon.collectors.base import AspectErrors, CollectContext, Operation, parse_timestamp
-from daemon.collectors.cache import DetailCache, Lookups, digest
+from daemon.collectors.cache import DetailCache, Lookups
 from daemon.collectors.ecs import TASK_DEFINITION_OPERATIONS, TaskDefinitionReader
 from daemon.model import ecr as m
 from daemon.model import frozen_errors, frozen_tags
@@ -211,21 +211,15 @@ class EcrCollector:
             m.ASPECT_SCANNING, api.call("ecr", "get_registry_scanning_configuration")
         )
         scanning = registry_scanning(resp) if resp is not None else None
-        key_ids = sorted(
-            {
+        keys = await kms.cached_keys(
+            ctx,
+            self.lookups,
+            (
                 (r.get("encryptionConfiguration") or {}).get("kmsKey") or ""
                 for r in raw
                 if (r.get("encryptionConfiguration") or {}).get("encryptionType", "AES256")
                 != "AES256"
-            }
-            - {""}
-        )
-        keys = await ctx.lookup(
-            self.lookups,
-            "kms-keys",
-            lambda: kms.describe_keys(ctx, key_ids),
-            key=digest(key_ids),
-            ok=lambda found: all(isinstance(k, KmsKey) for k in found.values()),
+            ),
         )
         shared = _Shared(scanning, errors.errors.get(m.ASPECT_SCANNING), keys, None)
         if ctx.wants(IN_USE_CONTROL) and raw:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from daemon.aws.errors import AwsError, ErrorKind
 from daemon.collectors.base import CollectContext, Operation
+from daemon.collectors.cache import Lookups, digest
 from daemon.model.kms import KmsKey
 
 OPERATIONS = (Operation("kms", "DescribeKey", "kms:DescribeKey"),)
@@ -37,3 +38,18 @@ async def describe_keys(ctx: CollectContext, key_ids: Iterable[str]) -> dict[str
 
     wanted = sorted({k for k in key_ids if k})
     return dict(await ctx.gather(wanted, one))
+
+
+async def cached_keys(
+    ctx: CollectContext, lookups: Lookups, key_ids: Iterable[str]
+) -> dict[str, KmsKey | str]:
+    """`describe_keys` as an account-region lookup: read again when other keys are asked about,
+    after a change event or on the rolling refresh; an answer with an error code is not cached."""
+    wanted = sorted({k for k in key_ids if k})
+    return await ctx.lookup(
+        lookups,
+        "kms-keys",
+        lambda: describe_keys(ctx, wanted),
+        key=digest(wanted),
+        ok=lambda found: all(isinstance(k, KmsKey) for k in found.values()),
+    )

@@ -251,9 +251,7 @@ class RdsCollector:
         databases: list[m.Database] = [*instances, *clusters]
 
         group_ids = sorted({g for db in databases for g in db.security_group_ids})
-        key_ids = sorted(
-            {db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id}
-        )
+        key_ids = [db.kms_key_id for db in databases if db.storage_encrypted and db.kms_key_id]
         (groups, groups_error), keys = await concurrently(
             ctx.lookup(
                 self.lookups,
@@ -262,13 +260,7 @@ class RdsCollector:
                 key=digest(group_ids),
                 ok=lambda found: found[1] is None,
             ),
-            ctx.lookup(
-                self.lookups,
-                "kms-keys",
-                lambda: kms.describe_keys(ctx, key_ids),
-                key=digest(key_ids),
-                ok=lambda found: all(isinstance(k, KmsKey) for k in found.values()),
-            ),
+            kms.cached_keys(ctx, self.lookups, key_ids),
         )
         shared = {
             m.ASPECT_SNAPSHOTS: snapshots_error,

@@ -6,8 +6,12 @@ import math
 
 import pytest
 
+from daemon.collectors import kms
 from daemon.collectors.awslambda import change_key
 from daemon.collectors.cache import DetailCache, Lookups, digest, phase, refresh_due
+from daemon.model.kms import KmsKey
+
+from .recorded import FakeApi, context, error
 
 SCOPE = ("111111111111", "eu-west-1")
 HOUR = 3600.0
@@ -199,3 +203,28 @@ async def test_unknown_is_never_cached_and_an_unusable_answer_is_read_again() ->
     for now in (0.0, 1.0):
         await none.read(SCOPE, "layers", now, failing)
     assert failing.count == 5
+
+
+async def test_kms_keys_are_a_lookup_and_a_denied_key_is_read_again() -> None:
+    good = "arn:aws:kms:eu-west-1:111111111111:key/good"
+    denied = "arn:aws:kms:eu-west-1:111111111111:key/denied"
+
+    def describe(params: dict[str, object]) -> object:
+        if params["KeyId"] == denied:
+            return error("AccessDeniedException", "DescribeKey")
+        return {"KeyMetadata": {"KeyId": "good", "Arn": good, "KeyManager": "CUSTOMER"}}
+
+    api = FakeApi({("kms", "describe_key"): describe}, *SCOPE)
+    lookups = Lookups(HOUR, lookahead=60.0)
+    ctx = context(api, "rds")
+    first = await kms.cached_keys(ctx, lookups, [good, "", good])
+    key = first[good]
+    assert isinstance(key, KmsKey) and key.key_manager == "CUSTOMER"
+    assert await kms.cached_keys(ctx, lookups, [good]) == first
+    assert api.count("kms", "describe_key") == 1  # one key, asked once; "" never
+    # unknown is never cached: a denied key is asked again next time
+    for _ in range(2):
+        assert (await kms.cached_keys(ctx, lookups, [good, denied]))[
+            denied
+        ] == "AccessDeniedException"
+    assert api.count("kms", "describe_key") == 5
