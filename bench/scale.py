@@ -6,10 +6,11 @@
 
 moto runs in a process of its own (its CPU and memory are not the daemon's), served by waitress
 with HTTP/1.1 keep-alive as AWS endpoints are (--connection-close: werkzeug's development server,
-which opens a TCP connection per call, as the tests' moto does); the estate is seeded
-by another child process; the daemon runs in this process (so its CPU seconds and peak RSS are
-this process's), against moto over HTTP, with Lambda's real quotas and the default 50% share
-unless --quota-multiplier / --share say otherwise.
+which opens a TCP connection per call, as the tests' moto does); the estate is seeded,
+probed for moto's throughput and changed by 1% in other child processes (their AWS clients and
+full service models are not the daemon's memory); the daemon runs in this process (so its CPU
+seconds and peak RSS are this process's), against moto over HTTP, with Lambda's real quotas and
+the default 50% share unless --quota-multiplier / --share say otherwise.
 
 Sweeps run on a virtual clock: the cold sweep at T, the steady-state sweep at T + interval, the 1%
 changed sweep at T + 2 x interval (the interval is the daemon's default, 60 s). So the steady-state
@@ -747,7 +748,9 @@ async def three_sweeps(
         print(table(sweeps), flush=True)
         clock.start_sweep(1)
         sweeps.append(await measure_sweep(daemon, "steady", rps, floor, True))
-        report["changed_functions"] = await change(accounts, regions, args.functions, args.changed)
+        report["changed_functions"] = int(
+            await child("_change", len(accounts), len(regions), args.functions, args.changed)
+        )
         clock.start_sweep(2)
         sweeps.append(await measure_sweep(daemon, f"changed-{args.changed:.0%}", rps, floor, False))
     finally:
@@ -840,22 +843,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     try:
         started = time.monotonic()
-        seeder = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "_seed",
-            str(args.accounts),
-            str(len(regions)),
-            str(args.functions),
-            env=os.environ.copy(),
-        )
-        if await seeder.wait() != 0:
-            raise SystemExit("seeding failed")
+        await child("_seed", args.accounts, len(regions), args.functions)
         report["seed_seconds"] = round(time.monotonic() - started, 1)
         print(f"seeded in {report['seed_seconds']} s", flush=True)
         if not args.no_pinning:
             report["machine"]["cpu_affinity"] = pin_cpus(moto.pid)
-        rps, floor_ms = await moto_throughput(accounts[0], regions[0])
+        rps, floor_ms = (float(v) for v in (await child("_throughput")).split())
         report["moto_requests_per_second"] = round(rps, 1)
         report["client_cpu_ms_per_call"] = round(floor_ms, 3)
         print(
@@ -899,6 +892,23 @@ def run_probe(url: str, every: float) -> None:
             return  # stdin closed (or written to): stop
 
 
+async def child(command: str, *argv: object) -> str:
+    """Run this file's `command` in a child process (same environment, same CPU affinity as this
+    process); its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        command,
+        *(str(a) for a in argv),
+        env=os.environ.copy(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"bench child {command} failed ({proc.returncode})")
+    return out.decode()
+
+
 def cli() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_moto":
         run_moto(keep_alive=sys.argv[2] == "keep-alive")
@@ -909,6 +919,15 @@ def cli() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_seed":
         n_accounts, n_regions, n_functions = (int(v) for v in sys.argv[2:5])
         asyncio.run(seed(accounts_of(n_accounts), list(REGIONS[:n_regions]), n_functions))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_throughput":
+        rps, floor_ms = asyncio.run(moto_throughput(accounts_of(1)[0], REGIONS[0]))
+        print(rps, floor_ms)
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_change":
+        n_accounts, n_regions, n_functions = (int(v) for v in sys.argv[2:5])
+        accounts, regions = accounts_of(n_accounts), list(REGIONS[:n_regions])
+        print(asyncio.run(change(accounts, regions, n_functions, float(sys.argv[5]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--accounts", type=int, default=20)
