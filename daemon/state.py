@@ -23,9 +23,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeVar
 
 from daemon.measures import Sample
 from daemon.model import Finding, Severity, Status, Target
+
+_T = TypeVar("_T")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,39 @@ class TargetResult:
             self, findings=tuple(f for f in self.findings if f.status is not Status.PASS)
         )
 
+    def reusing(self, previous: TargetResult) -> TargetResult:
+        """This result, built from `previous`'s own objects wherever they are equal: the whole
+        findings tuple, aggregate mapping or sample tuple when it is equal, else each equal
+        finding and per-resource violation. A sweep that found nothing new then keeps no second
+        copy of its target's findings -- not while the exposition cache still holds the
+        previous result (until the next scrape), nor as fresh long-lived objects that the
+        garbage collector's full passes would walk: the new ones die young. Values are the same
+        either way; only object identity changes."""
+
+        def merged(new: tuple[_T, ...], old: tuple[_T, ...]) -> tuple[_T, ...]:
+            if new == old:
+                return old
+            known = {item: item for item in old}
+            return tuple([known.get(item, item) for item in new])
+
+        def same(new: _V, old: _V) -> _V:
+            return old if new == old else new
+
+        if self is previous:
+            return self
+        return TargetResult(
+            target=previous.target if self.target == previous.target else self.target,
+            evaluated_at=self.evaluated_at,
+            findings=merged(self.findings, previous.findings),
+            violations=same(self.violations, previous.violations),
+            evaluated=same(self.evaluated, previous.evaluated),
+            errors=same(self.errors, previous.errors),
+            exemptions=same(self.exemptions, previous.exemptions),
+            resources=same(self.resources, previous.resources),
+            resource_violations=merged(self.resource_violations, previous.resource_violations),
+            samples=same(self.samples, previous.samples),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TargetHealth:
@@ -159,13 +196,18 @@ class StateStore:
         )
 
     def publish(self, result: TargetResult, at: float) -> None:
-        """A successful reconcile: the target's result (without its passes, see `stored`)."""
+        """A successful reconcile: the target's result (without its passes, see `stored`; with
+        the previous result's objects where equal, see `reusing`)."""
         v = self._view
         if result.target not in v.targets:
             return  # unassigned while it was being reconciled
         health = TargetHealth(up=True, attempted=True, last_success=at, last_attempt=at)
+        stored = result.stored()
+        previous = v.results.get(result.target)
+        if previous is not None:
+            stored = stored.reusing(previous)
         self._swap(
-            results=MappingProxyType({**v.results, result.target: result.stored()}),
+            results=MappingProxyType({**v.results, result.target: stored}),
             health=MappingProxyType({**v.health, result.target: health}),
         )
 

@@ -463,6 +463,60 @@ def test_the_store_keeps_every_finding_but_the_passes() -> None:
     assert store.view().results[PROD] is kept
 
 
+def test_an_equal_result_is_published_with_the_previous_objects() -> None:
+    """A sweep that found nothing new re-publishes equal findings as new objects; the store keeps
+    the previous ones (one copy while the exposition cache still holds the previous result, and
+    no new long-lived objects), with the new sweep's time."""
+    findings = url_findings()
+    store = make_store(PROD)
+    store.publish(result(PROD, findings, [URL]), at=1000.0)
+    first = store.view().results[PROD]
+    again = dataclasses.replace(
+        result(PROD, [dataclasses.replace(f) for f in findings], [URL]),
+        evaluated_at=NOW + dt.timedelta(minutes=1),
+    )
+    assert again.stored() == dataclasses.replace(first, evaluated_at=again.evaluated_at)
+    assert again.findings[0] is not first.findings[0]  # equal, not the same objects
+    before = scrape(store)
+    store.publish(again, at=1060.0)
+    kept = store.view().results[PROD]
+    assert kept is not first and kept.evaluated_at == again.evaluated_at
+    assert kept.findings is first.findings
+    assert kept.resource_violations is first.resource_violations
+    for part in ("violations", "evaluated", "errors", "exemptions", "resources", "samples"):
+        assert getattr(kept, part) is getattr(first, part), part
+    after = scrape(store)
+    moved = {"posture_target_last_success_timestamp_seconds"}
+    moved.add("posture_target_last_attempt_timestamp_seconds")
+    assert {k: v for k, v in after.items() if k not in moved} == {
+        k: v for k, v in before.items() if k not in moved
+    }
+    assert after["posture_violations"] and after["posture_resource_violation"]
+
+
+def test_a_changed_result_keeps_the_previous_objects_of_its_unchanged_findings() -> None:
+    findings = url_findings()
+    store = make_store(PROD)
+    store.publish(result(PROD, findings, [URL]), at=1000.0)
+    first = store.view().results[PROD]
+    fixed = finding(PROD, "a", "lambda-url-auth", Status.PASS)  # "a" was a violation
+    assert findings[0].resource == fixed.resource and findings[0].status is Status.FAIL
+    changed = [fixed, *(dataclasses.replace(f) for f in findings[1:])]
+    store.publish(result(PROD, changed, [URL]), at=1060.0)
+    kept = store.view().results[PROD]
+    assert kept.findings == tuple(f for f in changed if f.status is not Status.PASS)
+    old = {id(f) for f in first.findings}
+    assert all(id(f) in old for f in kept.findings)  # the unchanged findings, not copies
+    assert kept.violations != first.violations  # the aggregates are the new result's
+    assert kept.violations == result(PROD, changed, [URL]).violations
+    assert [v.resource for v in kept.resource_violations] == [
+        v.resource for v in first.resource_violations if v.resource != fixed.resource
+    ]
+    assert all(any(v is w for w in first.resource_violations) for v in kept.resource_violations)
+    series = scrape(store)["posture_violations"]
+    assert sum(series.values()) == sum(kept.violations.values())
+
+
 def test_results_without_their_passes_render_the_same_metrics() -> None:
     targets = [PROD, PROD_EU, DEV]  # the same targets as test_exposition's
     full = {t: lambda_result(t, 20 + 10 * i, seed=i) for i, t in enumerate(targets)}
