@@ -490,6 +490,8 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        # unreachable objects found (cyclic garbage: freed by the collector, not by refcounts)
+        self.collected: dict[int, int] = {0: 0, 1: 0, 2: 0}
         self._started = 0.0
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
@@ -497,23 +499,25 @@ class GcPauses:
             self._started = time.perf_counter()
         else:
             self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+            self.collected[info["generation"]] += info["collected"]
 
-    async def __aenter__(self) -> dict[int, list[float]]:
+    async def __aenter__(self) -> GcPauses:
         gc.callbacks.append(self._callback)
-        return self.pauses
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         gc.callbacks.remove(self._callback)
 
 
-def gc_summary(pauses: dict[int, list[float]]) -> dict[str, dict[str, float]]:
+def gc_summary(gcs: GcPauses) -> dict[str, dict[str, float]]:
     return {
         f"gen{g}": {
             "count": len(p),
             "max_ms": round(max(p, default=0) * 1000, 1),
             "total_ms": round(sum(p) * 1000, 1),
+            "collected": gcs.collected[g],
         }
-        for g, p in sorted(pauses.items())
+        for g, p in sorted(gcs.pauses.items())
     }
 
 
