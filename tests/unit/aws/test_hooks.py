@@ -160,3 +160,30 @@ def test_a_copy_of_a_clients_hooks_is_independent_of_it() -> None:
     second.register(name, two)
     assert one in _trie(second).prefix_search(name)
     assert two not in _trie(first).prefix_search(name)
+
+
+def test_a_clients_cached_lookups_are_tuples() -> None:
+    """botocore caches every event's lookup per client (~40 per client): tuples, not deques
+    (~600 bytes each even when empty), in the same order as botocore's own lookup."""
+    import asyncio
+    import sys
+    from collections import deque
+
+    session = _session_emitter()
+    session.register("posture.*.y", _handler(0))  # in the shared snapshot
+    client, reference = copy.copy(session), _botocore_copy(session)
+    for i, key in enumerate(("posture.x", "posture.x.y", "posture")):
+        handler = _handler(i + 1)
+        for emitter in (client, reference):
+            emitter.register(key, handler)
+    names = ["posture.x.y", "posture.x", "nothing.at.all"]
+    for name in names:
+        asyncio.run(client.emit(name))
+        asyncio.run(reference.emit(name))
+    assert set(client._lookup_cache) == set(reference._lookup_cache) == set(names)
+    for name in names:
+        mine, botocores = client._lookup_cache[name], reference._lookup_cache[name]
+        assert type(mine) is tuple and type(botocores) is deque
+        assert list(mine) == list(botocores), name
+        assert sys.getsizeof(mine) < sys.getsizeof(botocores)
+    assert len(client._lookup_cache["posture.x.y"]) == 4  # not an empty comparison
