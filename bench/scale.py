@@ -12,11 +12,12 @@ full service models are not the daemon's memory); the daemon runs in this proces
 seconds and peak RSS are this process's), against moto over HTTP, with Lambda's real quotas and
 the default 50% share unless --quota-multiplier / --share say otherwise.
 
-Sweeps run on a virtual clock: the cold sweep at T, the steady-state sweep at T + interval, the 1%
-changed sweep at T + 2 x interval (the interval is the daemon's default, 60 s). So the steady-state
-sweep includes exactly one interval's share of the rolling refresh (the details and lookups due
-within max_data_age, the CloudWatch reads due within cloudwatch_interval_seconds), as a real
-daemon's would.
+Each sweep reconciles every target once and keeps, as the long-running daemon does, no result
+beyond the store's (`sweep_once(keep_results=False)`). Sweeps run on a virtual clock: the cold
+sweep at T, the steady-state sweep at T + interval, the 1% changed sweep at T + 2 x interval (the
+interval is the daemon's default, 60 s). So the steady-state sweep includes exactly one
+interval's share of the rolling refresh (the details and lookups due within max_data_age, the
+CloudWatch reads due within cloudwatch_interval_seconds), as a real daemon's would.
 
 Reported per sweep: wall time, AWS calls (total, by operation, per resource), calls per function
 (every call the Lambda targets make: list pages, IAM, CloudWatch, ...) and from Lambda's shared
@@ -533,7 +534,7 @@ async def measure_sweep(
     granted_before = {k: b.granted for k, b in pacer.buckets().items()}
     async with ScrapeProbe(daemon.http.port if probe else None) as latencies, GcPauses() as pauses:
         cpu0, wall0 = cpu_seconds(), time.monotonic()
-        outcomes = await daemon.reconciler.sweep_once()
+        outcomes = await daemon.reconciler.sweep_once(keep_results=False)
         wall, cpu = time.monotonic() - wall0, cpu_seconds() - cpu0
 
     calls = api_calls(registry) - calls_before
@@ -680,7 +681,7 @@ async def sharding_demo(
         backoff would); the failed reconciles along the way."""
         failed = 0
         for _ in range(5):
-            outcomes = await d.reconciler.sweep_once()
+            outcomes = await d.reconciler.sweep_once(keep_results=False)
             failed += sum(1 for o in outcomes if o.error is not None)
             if all(t in d.store.view().results for t in d.reconciler.targets):
                 break
