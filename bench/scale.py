@@ -25,7 +25,9 @@ Reported per sweep: wall time, AWS calls (total, by operation, per resource), ca
 server's measured throughput; the minimum possible sweep time = max(quota-bound time: per
 account-region, the busiest bucket's calls / its allowed rate; moto-bound time: calls / moto's
 throughput) and achieved / minimum; the CPU bare aiobotocore spends on the same number of calls
-(its per-call cost measured beside moto's throughput); full garbage collections (count, longest);
+(its per-call cost measured beside moto's throughput); garbage collections by generation (count,
+longest, cyclic garbage collected), and the one full pass with which the daemon settles its heap
+after the first sweep (`heap_settle_pause_ms`, between the cold and the steady sweep);
 /metrics latency while the cold and steady sweeps run, scraped once a second by a child process
 with Prometheus' headers. With 2+ CPUs the sweeps run with the daemon on the first CPU and moto
 and the probe on the others (--no-pinning: shared), as the daemon shares no CPU with AWS or
@@ -751,6 +753,11 @@ async def three_sweeps(
         clock.start_sweep(0)
         sweeps.append(await measure_sweep(daemon, "cold", rps, floor, True))
         print(table(sweeps), flush=True)
+        # as the running daemon does once every target finished a first sweep (daemon/app.py)
+        started = time.perf_counter()
+        daemon.settle_heap()
+        report["heap_settle_pause_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        report["frozen_objects_after_settle"] = gc.get_freeze_count()
         clock.start_sweep(1)
         sweeps.append(await measure_sweep(daemon, "steady", rps, floor, True))
         report["changed_functions"] = int(

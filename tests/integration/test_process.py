@@ -72,6 +72,7 @@ async def test_run_serves_reloads_on_sighup_and_stops_cleanly_on_sigterm(
             _wait(lambda: _get(base + "/readyz")[0] == 200, 60, "readiness")
             assert _get(base + "/livez")[0] == 200
             assert "posture_violations{" in _get(base + "/metrics")[1]
+            _wait(lambda: "heap settled" in log_path.read_text(), 10, "the heap settled")
 
             doc = yaml.safe_load(policy.read_text())
             doc["controls"]["lambda-xray-active"] = {"enabled": False}
@@ -115,6 +116,16 @@ async def test_run_serves_reloads_on_sighup_and_stops_cleanly_on_sigterm(
     # the process's garbage collector examines young objects every 50,000 allocations (as read
     # back from gc.get_threshold() in the process, not the constant)
     assert warmed[0]["gc_thresholds"] == [50_000, 20, 10]
+    # after the first sweep, once: what it built is frozen too (the results, the caches)
+    settled = [
+        json.loads(line)
+        for line in log_path.read_text().splitlines()
+        if line.startswith("{")
+        and json.loads(line)["event"] == "heap settled after the first sweep"
+    ]
+    assert len(settled) == 1
+    assert settled[0]["frozen_objects"] > warmed[0]["frozen_objects"]
+    assert settled[0]["pause_ms"] >= 0
     assert "Traceback" not in log_path.read_text()
 
 
