@@ -217,8 +217,10 @@ class Daemon:
         functions, measured in the benchmark's steady sweep) and then by every full pass for as
         long as it lives. Here it is walked once, at a time the daemon chooses, and never again;
         the frozen objects are still freed by reference counting when a refresh replaces them,
-        and the collection just before the freeze leaves no cyclic garbage to freeze. Once per
-        process, like `warm_up`; the pause is logged."""
+        and the collection just before the freeze leaves no cyclic garbage to freeze. The bound:
+        a frozen object that later becomes part of a garbage cycle (a client the pool closes
+        when its account leaves the scope) is not collected -- at most what was frozen here,
+        never growing with time. Once per process, like `warm_up`; the pause is logged."""
         if Daemon.heap_settled:
             return
         Daemon.heap_settled = True
