@@ -180,7 +180,7 @@ def main() -> int:  # noqa: PLR0915 (one linear script)
     args = parser.parse_args()
     accounts = ACCOUNTS[: args.accounts]
     regions = DEMO_REGIONS
-    targets = len(accounts) * len(regions)
+    targets = len(accounts) * len(regions)  # Lambda account-regions, each churned
 
     env = {
         **os.environ,
@@ -232,6 +232,8 @@ def main() -> int:  # noqa: PLR0915 (one linear script)
 
         doc = yaml.safe_load(demo_policy_text())
         doc["scope"]["accounts"] = {"static": [{"id": a} for a in accounts]}
+        # every service of the demo policy is swept: (account, region, service) targets
+        swept = targets * len(doc["scope"]["services"])
         policy = work / "policy.yaml"
         policy.write_text(yaml.safe_dump(doc))
         port = free_port()
@@ -274,7 +276,7 @@ def main() -> int:  # noqa: PLR0915 (one linear script)
                 except OSError:
                     text = ""
                 times = last_successes(text)
-                if len(times) == targets and min(times) > changed_at:
+                if len(times) == swept and min(times) > changed_at:
                     if seen is None:
                         seen = times
                     elif all(t > s for t, s in zip(times, seen, strict=True)):
