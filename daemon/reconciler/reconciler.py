@@ -392,7 +392,7 @@ class Reconciler:
         it keeps them), so the sweep holds no more than the long-running loop does -- which
         drops a reconcile's full result, passes included, once it is published. The benchmark
         sweeps so: the full results of every target, held until the last one finishes, would be
-        counted as the daemon's memory (~35 MB at 10,000 functions)."""
+        counted as the daemon's memory."""
         await self.refresh_targets()
         sem = asyncio.Semaphore(self.settings.reconciler.workers)
 
