@@ -127,8 +127,9 @@ class AwsSettings(Section):
         default=5,
         ge=1,
         le=20,
-        description="Attempts per call (botocore standard retry mode: exponential backoff with "
-        "jitter; the pacing's buckets own the rate).",
+        description="Retries per call after its first attempt (botocore's `max_attempts`: 5 "
+        "means up to 6 requests), in botocore's standard retry mode: exponential backoff with "
+        "jitter; the pacing's buckets own the rate.",
     )
     connect_timeout_seconds: float = Field(default=5, gt=0, description="TCP connect timeout.")
     read_timeout_seconds: float = Field(default=20, gt=0, description="Socket read timeout.")
