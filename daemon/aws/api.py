@@ -20,6 +20,7 @@ import aiohttp
 from botocore.paginate import TokenEncoder
 
 from daemon.aws.clients import Client, ClientPool, Sessions
+from daemon.aws.direct import DirectReads
 from daemon.aws.errors import (
     CALL_TIMEOUT,
     MALFORMED_RESPONSE,
@@ -112,6 +113,7 @@ class AwsGateway:
             pacing.rates(), pacing.share, gauge=metrics.rate_limit, enabled=pacing.enabled
         )
         self._http: aiohttp.ClientSession | None = None
+        self.direct = DirectReads(self.check_body) if settings.direct_reads else None
 
     def http(self) -> aiohttp.ClientSession:
         """The HTTP session for presigned URLs (proxies from the environment, as botocore)."""
@@ -149,18 +151,23 @@ class AwsGateway:
                 pacer.feedback(account_id, region, service, operation, throttled=False)
 
         def on_body(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
-            try:
-                check_response_body(operation_model, response_dict)
-            except MalformedResponseError:
-                metrics.api_requests.labels(service, operation_model.name).inc()
-                metrics.api_errors.labels(service, operation_model.name, MALFORMED_RESPONSE).inc()
-                raise
+            self.check_body(service, operation_model, response_dict)
 
         # Registered first, at the retry handler's own level: that handler answers the event when it
         # decides to retry, which stops the dispatch to later handlers.
         service_id = client.meta.service_model.service_id.hyphenize()
         client.meta.events.register_first(f"needs-retry.{service_id}", on_attempt)
         client.meta.events.register_first(f"before-parse.{service_id}", on_body)
+
+    def check_body(self, service: str, operation_model: Any, response_dict: dict[str, Any]) -> None:
+        """`check_response_body`, counting a malformed answer as an attempt that failed (the
+        retry handler never sees it: it is raised before parsing)."""
+        try:
+            check_response_body(operation_model, response_dict)
+        except MalformedResponseError:
+            self.metrics.api_requests.labels(service, operation_model.name).inc()
+            self.metrics.api_errors.labels(service, operation_model.name, MALFORMED_RESPONSE).inc()
+            raise
 
     def limit_for(self, account_id: str) -> asyncio.Semaphore:
         sem = self._account_limits.get(account_id)
@@ -238,7 +245,14 @@ class AwsApi:
                 # the token first: a call waiting for its quota holds no in-flight slot
                 await self.gateway.pacer.acquire(self.account_id, self.region, service, operation)
                 async with self.gateway.limit_for(self.account_id):
-                    result: dict[str, Any] = await getattr(client, method)(**params)
+                    result: dict[str, Any] | None = None
+                    direct = self.gateway.direct
+                    if direct is not None:
+                        model = client.meta.service_model.operation_model(operation)
+                        if direct.accepts(model):
+                            result = await direct.call(client, service, model, params)
+                    if result is None:
+                        result = await getattr(client, method)(**params)
         except AwsError:
             raise
         except Exception as exc:
