@@ -56,7 +56,7 @@ from botocore.handlers import add_retry_headers
 from botocore.serialize import create_serializer
 from botocore.utils import normalize_url_path
 
-from daemon.aws.clients import PARSERS, Client
+from daemon.aws.clients import Client
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -291,7 +291,7 @@ class DirectReads:
             else:
                 response_dict = await convert_to_response_dict(http_response, operation_model)
                 self._check_body(service, operation_model, response_dict)
-                parser = PARSERS.create_parser("rest-json")
+                parser = endpoint._response_parser_factory.create_parser("rest-json")
                 parsed = await parser.parse(response_dict, operation_model.output_shape)
                 if http_response.status_code >= 300:
                     await endpoint._add_modeled_error_fields(
