@@ -246,12 +246,10 @@ class AwsApi:
                 await self.gateway.pacer.acquire(self.account_id, self.region, service, operation)
                 async with self.gateway.limit_for(self.account_id):
                     result: dict[str, Any] | None = None
-                    direct = self.gateway.direct
-                    if direct is not None:
+                    if (direct := self.gateway.direct) is not None:
                         model = client.meta.service_model.operation_model(operation)
-                        if direct.accepts(model):
-                            result = await direct.call(client, service, model, params)
-                    if result is None:
+                        result = await direct.call(client, service, model, params)
+                    if result is None:  # not read directly: botocore's way
                         result = await getattr(client, method)(**params)
         except AwsError:
             raise

@@ -163,7 +163,14 @@ def eligible(operation_model: Any) -> bool:
         and not operation_model.endpoint_discovery
         and not operation_model.http_checksum
         and operation_model.resolved_auth_type in (None, "v4")
+        and _no_body(operation_model.input_shape)
     )
+
+
+def _no_body(shape: Any) -> bool:
+    """Whether every input member goes in the URI, the query or a header (nothing to sign but
+    the empty payload's hash)."""
+    return shape is None or all(m.serialization.get("location") for m in shape.members.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +187,8 @@ class _Route:
 
 
 class DirectReads:
-    """Sends eligible calls (`eligible`) as botocore would, without its per-call pipeline."""
+    """Sends eligible calls (`eligible`) as botocore would, without its per-call pipeline.
+    Whether a (client, operation) goes this way is decided once, with its route."""
 
     def __init__(self, check_body: Any) -> None:
         """`check_body(service, operation_model, response_dict)`: the daemon's malformed-body
@@ -188,16 +196,9 @@ class DirectReads:
         self._check_body = check_body
         self._signer = SigV4()
         self._serializer = create_serializer("rest-json", include_validation=False)
-        self._eligible: dict[Any, bool] = {}
         self._routes: weakref.WeakKeyDictionary[Client, dict[str, _Route | None]] = (
             weakref.WeakKeyDictionary()
         )
-
-    def accepts(self, operation_model: Any) -> bool:
-        ok = self._eligible.get(operation_model)
-        if ok is None:
-            ok = self._eligible[operation_model] = eligible(operation_model)
-        return ok
 
     async def _route(self, client: Client, operation_model: Any) -> _Route | None:
         routes = self._routes.get(client)
@@ -208,7 +209,7 @@ class DirectReads:
             return routes[name]
         route: _Route | None = None
         signer = client._request_signer
-        if signer._credentials is not None:
+        if eligible(operation_model) and signer._credentials is not None:
             # the endpoint and signing context botocore's rules give this client and operation
             # (none of their parameters come from the call: `eligible`)
             context: dict[str, Any] = {
@@ -238,8 +239,9 @@ class DirectReads:
     async def call(
         self, client: Client, service: str, operation_model: Any, params: dict[str, Any]
     ) -> Any:
-        """The parsed answer, or `None` when this client cannot be read directly (the caller
-        then calls through the client). Raises what botocore raises for the call.
+        """The parsed answer, or `None` when this operation or client is not read directly
+        (`eligible`, unsigned clients, other signing schemes: the caller then calls through the
+        client). Raises what botocore raises for the call.
 
         The steps and their order are botocore's endpoint's (`_send_request`): signing happens
         before the attempt, and only sending is inside it (its failures go to the retry handler);
@@ -249,9 +251,6 @@ class DirectReads:
         if route is None:
             return None
         request_dict = self._serializer.serialize_to_request(params, operation_model)
-        if request_dict.get("body"):
-            return None  # not a bodiless GET after all: botocore's way
-        request_dict.pop("host_prefix", None)
         if route.extra_headers:
             request_dict["headers"].update(route.extra_headers)
         prepare_request_dict(
