@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import IO, Any
 
 import aiohttp
+from botocore.exceptions import PaginationError
 from botocore.paginate import TokenEncoder
 
 from daemon.aws.clients import Client, ClientPool, Sessions
@@ -265,7 +266,8 @@ class AwsApi:
     async def pages(
         self, service: str, method: str, **params: Any
     ) -> AsyncIterator[dict[str, Any]]:
-        """The pages of a paginated operation, each fetched under the same rules as `call`.
+        """The pages of a paginated operation, each fetched under the same rules as `call`
+        (`_Listing` says how a page is asked for).
 
         When AWS answers that the token expired, the role is assumed again and the listing goes on
         from the page that failed (once per page), as `call` does for single calls.
@@ -277,8 +279,7 @@ class AwsApi:
             paginator,
         ):
             operation = operation_name(client, method)
-            pager = paginator.paginate(**params)
-            iterator = pager.__aiter__()
+            listing = _Listing(self.gateway.direct, client, service, operation, paginator, params)
             resume: dict[str, Any] | None = None  # the token of the page being fetched
             refreshed = False
             while True:
@@ -290,7 +291,7 @@ class AwsApi:
                             self.account_id, self.region, service, operation
                         )
                         async with self.gateway.limit_for(self.account_id):
-                            page = await iterator.__anext__()
+                            page = await listing.fetch(resume)
                 except StopAsyncIteration:
                     return
                 except Exception as exc:
@@ -300,13 +301,7 @@ class AwsApi:
                     if err.kind is ErrorKind.CREDENTIALS and not refreshed:
                         refreshed = self.gateway.sessions.invalidate(self.account_id, since=started)
                         if refreshed:
-                            # the iterator is finished after raising: start again at this page
-                            rest = {k: v for k, v in params.items() if k != "PaginationConfig"}
-                            config = dict(params.get("PaginationConfig") or {})
-                            if resume:
-                                config["StartingToken"] = TokenEncoder().encode(resume)
-                            pager = paginator.paginate(**rest, PaginationConfig=config)
-                            iterator = pager.__aiter__()
+                            listing.restart(resume)
                             continue
                     raise err from None
                 finally:
@@ -314,8 +309,10 @@ class AwsApi:
                         time.monotonic() - started
                     )
                 refreshed = False
-                token = pager._get_next_token(page)
-                resume = token if any(v is not None for v in token.values()) else None
+                try:
+                    resume = listing.next_token(page, resume)
+                except PaginationError as exc:
+                    raise self._error(exc, service, operation) from None
                 page.pop("ResponseMetadata", None)
                 yield page
                 if resume is None:
@@ -402,3 +399,68 @@ class AwsApi:
 
 
 __all__ = ["AwsApi", "AwsError", "AwsGateway", "ErrorKind", "error_code"]
+
+
+class _Listing:
+    """How `AwsApi.pages` asks for each page of one listing.
+
+    A page of an operation the direct path reads (`DirectReads`: Lambda's listings) is one direct
+    call with the previous page's token, as botocore's paginator would send it; the paginator
+    still says what the next token is, and a token that comes back unchanged is refused, as
+    botocore refuses it. Every other listing, and any call with a `PaginationConfig` (page size,
+    item limit, starting token), goes through botocore's paginator.
+    """
+
+    def __init__(
+        self,
+        direct: DirectReads | None,
+        client: Client,
+        service: str,
+        operation: str,
+        paginator: Any,
+        params: dict[str, Any],
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.paginator = paginator
+        self.params = params
+        self.pager = paginator.paginate(**params)
+        self.direct = direct if "PaginationConfig" not in params else None
+        self.model = client.meta.service_model.operation_model(operation) if self.direct else None
+        self.iterator: AsyncIterator[dict[str, Any]] | None = None  # botocore's
+
+    async def fetch(self, resume: dict[str, Any] | None) -> dict[str, Any]:
+        """The page `resume` (the previous page's next token; None: the first) points to.
+        Raises StopAsyncIteration when botocore's paginator has no more."""
+        if self.direct is not None:
+            page = await self.direct.call(
+                self.client, self.service, self.model, {**self.params, **(resume or {})}
+            )
+            if page is not None:
+                return page  # type: ignore[no-any-return]
+            self.direct = None  # not read directly (decided on the first page)
+        if self.iterator is None:
+            self.iterator = self.pager.__aiter__()
+        return await self.iterator.__anext__()
+
+    def restart(self, resume: dict[str, Any] | None) -> None:
+        """After renewed credentials: the page `resume` points to is asked for again. botocore's
+        iterator is finished once it raised, so a new one starts at that page."""
+        if self.direct is not None:
+            return  # a direct listing asks for the same page as it is
+        self.iterator = None
+        rest = {k: v for k, v in self.params.items() if k != "PaginationConfig"}
+        config = dict(self.params.get("PaginationConfig") or {})
+        if resume:
+            config["StartingToken"] = TokenEncoder().encode(resume)
+        self.pager = self.paginator.paginate(**rest, PaginationConfig=config)
+
+    def next_token(
+        self, page: dict[str, Any], resume: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The token of the page after `page` (None: it was the last), as botocore's paginator
+        reads it."""
+        token = {k: v for k, v in self.pager._get_next_token(page).items() if v is not None}
+        if self.direct is not None and token and token == resume:
+            raise PaginationError(message="the same next token was received twice")
+        return token or None

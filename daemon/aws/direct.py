@@ -40,6 +40,7 @@ see these requests: the daemon is tested against moto's server, over HTTP.
 Only operations where this is the whole story are read directly (`eligible`): REST-JSON, GET,
 no body, no streaming, no host prefix, no endpoint parameters from the call, SigV4. Anything
 else, and every call when `POSTURE_AWS__DIRECT_READS=false`, goes through the client as usual.
+Listings of eligible operations are read a page per call (`AwsApi.pages`, daemon/aws/api.py).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ botocore's signer in tests/unit/aws/test_sigv4.py (moto does not check Lambda's 
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from daemon.demo.estate import PRIMARY, Seeder
 from daemon.demo.moto_server import EmbeddedMoto
 from daemon.metrics.health import HealthMetrics
 
-from .faultproxy import FaultProxy, Malformed, ServerError, Throttle
+from .faultproxy import FaultProxy, Malformed, Rewrite, ServerError, Throttle
 
 ACCOUNT = "536363636363"  # this module's own account
 ZIP = b"PK\x05\x06" + bytes(18)  # an empty zip archive
@@ -226,3 +227,157 @@ async def test_api_calls_go_direct_and_count_every_attempt_as_the_client_does(
         outcomes = [r.outcome for r in seen]
         assert outcomes[:3] == [outcomes[0], outcomes[0], "forwarded"] != ["forwarded"] * 3
         assert outcomes[3:] == ["forwarded"] * 5
+
+
+class Paging:
+    """AWS's paging of ListFunctions in front of moto (which answers every function at once):
+    each answer keeps `MaxItems` functions (50 by default) from the position its `Marker` says,
+    and a `NextMarker` when more follow. Records the Marker of every request it answers."""
+
+    def __init__(self) -> None:
+        self.markers: list[str | None] = []
+
+    def __call__(self, call: Any, document: Any) -> None:
+        query = urllib.parse.parse_qs(call.query)
+        marker = query.get("Marker", [None])[0]
+        self.markers.append(marker)
+        start, size = int(marker or 0), int(query.get("MaxItems", ["50"])[0])
+        functions = sorted(document["Functions"], key=lambda f: f["FunctionName"])
+        document["Functions"] = functions[start : start + size]
+        document.pop("NextMarker", None)
+        if start + size < len(functions):
+            document["NextMarker"] = str(start + size)
+
+
+async def _listing(
+    gateway: AwsGateway, proxy: FaultProxy, **params: Any
+) -> tuple[list[list[str]], list[str | None], int]:
+    """Lists functions through `AwsApi.pages`: (names per page, the Marker of every ListFunctions
+    request on the wire, the times botocore's `before-call` ran for it)."""
+    paging = Paging()
+    rule = proxy.add(Rewrite(paging), account=ACCOUNT, operation="ListFunctions")
+    through_botocore = [0]
+
+    def before_call(**_: Any) -> None:
+        through_botocore[0] += 1
+
+    async with gateway.pool.client(ACCOUNT, PRIMARY, "lambda") as client:
+        client.meta.events.register("before-call.lambda.ListFunctions", before_call)
+    api = gateway.api(ACCOUNT, PRIMARY)
+    try:
+        pages = [
+            [f["FunctionName"] for f in page["Functions"]]
+            async for page in api.pages("lambda", "list_functions", **params)
+        ]
+    finally:
+        proxy.remove(rule)
+    return pages, paging.markers, through_botocore[0]
+
+
+def _flat(pages: list[list[str]]) -> list[str]:
+    return [name for page in pages for name in page]
+
+
+async def _seed_listing() -> None:
+    """Five more functions, so a listing of two per page has four pages."""
+    await _seed()
+    seeder = Seeder(ACCOUNT)
+    creds = await seeder._credentials()
+    async with seeder.client("iam", PRIMARY, **creds) as iam:
+        role = (await iam.get_role(RoleName="direct"))["Role"]["Arn"]
+    async with seeder.client("lambda", PRIMARY, **creds) as lam:
+        names = {f["FunctionName"] for f in (await lam.list_functions())["Functions"]}
+        for i in range(5):
+            if f"direct-page-{i}" not in names:
+                await lam.create_function(
+                    FunctionName=f"direct-page-{i}",
+                    Runtime="python3.12",
+                    Role=role,
+                    Handler="app.handler",
+                    Code={"ZipFile": ZIP},
+                )
+
+
+async def test_listings_page_directly_as_botocore_pages(
+    moto: EmbeddedMoto, proxy: FaultProxy
+) -> None:
+    """The same pages, from the same requests on the wire (each page's Marker the previous
+    page's NextMarker), with or without direct reads; only the direct one skips botocore's
+    per-call pipeline. A PaginationConfig always goes through botocore's paginator."""
+    await _seed_listing()
+    seen: dict[bool, tuple[list[list[str]], list[str | None], int]] = {}
+    for direct_reads in (True, False):
+        gw = AwsGateway(AwsSettings(direct_reads=direct_reads), HealthMetrics(CollectorRegistry()))
+        try:
+            seen[direct_reads] = await _listing(gw, proxy, MaxItems=2)
+            if direct_reads:
+                # a page size for botocore's paginator: botocore's way, the same functions
+                pages, markers, botocore_calls = await _listing(
+                    gw, proxy, PaginationConfig={"PageSize": 3}
+                )
+                assert markers == [None, "3", "6"]
+                assert botocore_calls == len(pages) == 3
+                assert sorted(_flat(pages)) == sorted(_flat(seen[True][0]))
+        finally:
+            await gw.close()
+    (pages, markers, botocore_calls), botocore = seen[True], seen[False]
+    assert (pages, markers) == botocore[:2]
+    assert botocore_calls == 0 and botocore[2] == 4
+    assert markers == [None, "2", "4", "6"]
+    names = _flat(pages)
+    assert len(names) == len(set(names)) == 7 and [len(p) for p in pages] == [2, 2, 2, 1]
+
+
+async def test_a_direct_listing_asks_again_for_the_page_whose_credentials_expired(
+    moto: EmbeddedMoto, proxy: FaultProxy
+) -> None:
+    """The account's keys expire after the first page: AWS answers ExpiredToken, the role is
+    assumed again, and the same page is asked for with the new keys; nothing is lost or listed
+    twice."""
+    await _seed_listing()
+    gw = AwsGateway(AwsSettings(), HealthMetrics(CollectorRegistry()))
+    assert gw.direct is not None
+    paging = Paging()
+    rule = proxy.add(Rewrite(paging), account=ACCOUNT, operation="ListFunctions")
+    before = len(proxy.calls(account=ACCOUNT, operation="ListFunctions"))
+    names: list[str] = []
+    try:
+        async for page in gw.api(ACCOUNT, PRIMARY).pages("lambda", "list_functions", MaxItems=2):
+            names += [f["FunctionName"] for f in page["Functions"]]
+            if len(paging.markers) == 1:
+                assert proxy.expire_credentials(ACCOUNT) > 0
+    finally:
+        proxy.remove(rule)
+        await gw.close()
+    assert len(names) == len(set(names)) == 7
+    outcomes = [r.outcome for r in proxy.calls(account=ACCOUNT, operation="ListFunctions")]
+    assert outcomes[before:] == ["rewrite", "expired_token"] + ["rewrite"] * 3
+    assert paging.markers == [None, "2", "4", "6"]  # the refused page, asked again
+
+
+async def test_a_next_token_that_comes_back_unchanged_ends_the_listing_as_botocore_ends_it(
+    moto: EmbeddedMoto, proxy: FaultProxy
+) -> None:
+    """Odd AWS data: every page says the same NextMarker. Both ways refuse the listing after the
+    second page with the same error, instead of paging forever."""
+    await _seed_listing()
+
+    def same_marker(_call: Any, document: Any) -> None:
+        document["NextMarker"] = "always-the-same"
+
+    errors = {}
+    for direct_reads in (True, False):
+        gw = AwsGateway(AwsSettings(direct_reads=direct_reads), HealthMetrics(CollectorRegistry()))
+        rule = proxy.add(Rewrite(same_marker), account=ACCOUNT, operation="ListFunctions")
+        try:
+            with pytest.raises(AwsError) as failed:
+                async for _ in gw.api(ACCOUNT, PRIMARY).pages(
+                    "lambda", "list_functions", MaxItems=2
+                ):
+                    pass
+            assert rule.hits == 2
+            errors[direct_reads] = (failed.value.kind, failed.value.code)
+        finally:
+            proxy.remove(rule)
+            await gw.close()
+    assert errors[True] == errors[False]
