@@ -8,13 +8,14 @@ the GIL. Here a scrape is mostly a join of cached strings:
   `TargetResult`. A target is rendered again only when the store holds another result object for
   it (a publish replaces the object; identity is the test), and then only the parts whose numbers
   differ from the previous result's (aggregates, per-resource violations, samples: a sweep that
-  found nothing new publishes equal ones, and comparing costs far less than rendering), lazily,
-  on the HTTP server's thread, so the daemon's event loop pays nothing. Only targets of the
-  current view are rendered and kept: dropped or unassigned targets vanish from the output and
-  the cache at the next scrape. (The previous result of a re-published target stays referenced
-  by the cache until that next scrape.) The small, fast-changing parts (target health, account
-  up/info, control info, the cap of the per-resource series) are put together at scrape time
-  from per-target pieces.
+  found nothing new publishes equal ones, and comparing costs far less than rendering), on the
+  HTTP server's thread, so the daemon's event loop pays nothing: between scrapes, a target at a
+  time, once anything scrapes at all (`warm`), so that a scrape mostly joins text rendered before
+  it came, and otherwise by the scrape itself. Only targets of the current view are rendered and
+  kept: dropped or unassigned targets vanish from the output and the cache at the next scrape.
+  (The previous result of a re-published target stays referenced by the cache until its new one
+  is rendered.) The small, fast-changing parts (target health, account up/info, control info,
+  the cap of the per-resource series) are put together at scrape time from per-target pieces.
 - `Exposition.render` chooses the format from the Accept header with prometheus_client's
   `choose_encoder`, as before. Every collector of the registry except the state collector (the
   daemon's own counters and histograms, the process collector: a few hundred series) is encoded by
@@ -146,6 +147,29 @@ class StateText:
     def cached(self) -> frozenset[Target]:
         """The targets whose text is kept (those of the view at the last scrape)."""
         return frozenset(self._targets)
+
+    def stale(self) -> list[Target]:
+        """The targets whose published result has no text yet (`warm` renders them)."""
+        cache = self._targets
+        return [
+            target
+            for target, result in self.collector.store.view().results.items()
+            if (c := cache.get(target)) is None or c.result is not result
+        ]
+
+    def warm(self, target: Target) -> bool:
+        """Render `target`'s text now if its published result has none yet (True), so that the
+        next scrape finds it: the server does this between scrapes (daemon/server.py), a target
+        at a time. Otherwise a scrape renders every result published since the one before --
+        dozens at once at the end of a cold sweep, when the Lambda targets finish together
+        (~60-80 ms of CPU in one scrape in the benchmark)."""
+        with self._lock:
+            result = self.collector.store.view().results.get(target)
+            c = self._targets.get(target)
+            if result is None or (c is not None and c.result is result):
+                return False
+            self._targets[target] = self._render_target(target, result, c)
+            return True
 
     def render(self, headers: Sequence[bytes]) -> list[bytes]:
         """The state exposition in pieces; headers[i] goes before family i's samples."""

@@ -32,7 +32,7 @@ from daemon.metrics.collector import StateCollector
 from daemon.metrics.exposition import Exposition, Registry, first_lines
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Finding, Severity, Status, Target
-from daemon.server import Heartbeat, HttpServer, accepts_gzip, build_app
+from daemon.server import WARM_SECONDS, Heartbeat, HttpServer, accepts_gzip, build_app
 from daemon.state import StateStore, TargetResult
 from tests.promql import tool
 
@@ -338,6 +338,70 @@ def test_a_republished_result_is_rendered_again_and_the_rest_comes_from_the_cach
     assert DEV not in {t for t, _ in _values(e, "posture_resources")}
     assert DEV not in e.text.cached()  # nor kept in the cache
     assert e.render("")[0] == generate_latest(e.registry)
+
+
+def test_warmed_targets_are_not_rendered_again_by_the_scrape() -> None:
+    """`warm` renders a published result's text ahead of the scrape: the scrape then renders
+    nothing and serves what a cold render would."""
+    store = estate()
+    e = exposition(store)
+    assert e.text is not None
+    assert sorted(e.text.stale()) == sorted([PROD, PROD_EU, DEV, ECR, FLAKY])
+    for target in e.text.stale():
+        assert e.text.warm(target)
+    assert e.text.stale() == [] and e.text.rendered == 5
+    assert not e.text.warm(DEV)  # nothing new: nothing rendered
+    body = e.render("")[0]
+    assert e.text.rendered == 5
+    assert body == generate_latest(e.registry) == exposition(store).render("")[0]
+
+    store.publish(lambda_result(DEV, 40, seed=1), at=1_700_001_000.0)
+    assert e.text.stale() == [DEV]
+    assert e.text.warm(DEV) and e.text.rendered == 6
+    assert e.render("")[0] == generate_latest(e.registry)
+    assert e.text.rendered == 6
+    # an unassigned target is not rendered; the scrape drops the cached one
+    store.set_targets([PROD, PROD_EU, ECR, FLAKY, NEW])
+    assert not e.text.warm(DEV)
+    assert DEV not in {t for t, _ in _values(e, "posture_resources")}
+
+
+async def test_the_server_renders_new_results_between_scrapes_once_scraped() -> None:
+    """Nothing is rendered before the first scrape (a daemon nobody scrapes renders nothing);
+    after it, results published between scrapes are rendered by the server within about
+    WARM_SECONDS, and the next scrape renders none itself."""
+    store = estate()
+    registry = Registry()
+    state = StateCollector(store, MetricsSettings(), dict(all_controls()))
+    registry.register(state)
+    e = Exposition(registry, state)
+    assert e.text is not None
+    server = HttpServer(
+        HttpSettings(host="127.0.0.1", port=0),
+        build_app(e, Heartbeat(), lambda: (True, "ok")),
+    )
+    await server.start()
+    try:
+        await asyncio.sleep(3 * WARM_SECONDS)
+        assert e.text.rendered == 0
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as resp:
+                assert resp.status == 200
+            assert e.text.rendered == 5  # the first scrape rendered them itself
+            store.publish(lambda_result(DEV, 40, seed=1), at=1_700_001_000.0)
+            store.publish(lambda_result(PROD, 30, seed=2), at=1_700_001_000.0)
+            for _ in range(50):
+                if not e.text.stale():
+                    break
+                await asyncio.sleep(WARM_SECONDS / 5)
+            assert e.text.stale() == [] and e.text.rendered == 7
+            async with session.get(url) as resp:
+                body = await resp.read()
+            assert e.text.rendered == 7  # the scrape only joined
+            assert body == await asyncio.to_thread(generate_latest, registry)
+    finally:
+        await server.stop()
 
 
 def test_concurrent_scrapes_agree() -> None:
