@@ -147,14 +147,19 @@ async def warm_exposition(exposition: Exposition, scraped: asyncio.Event) -> Non
     """On the server's loop, for as long as it runs: once anything has scraped /metrics, render
     the text of newly published results a target at a time (`StateText.warm`), yielding to the
     loop between targets so that a scrape that comes meanwhile waits for one target at most.
-    Nothing is rendered for a daemon nobody scrapes."""
+    Nothing is rendered for a daemon nobody scrapes. Should rendering fail, it stops here (each
+    scrape still renders what it serves)."""
     text = exposition.text
     if text is None:
         return
     await scraped.wait()
     while True:
         for target in text.stale():
-            text.warm(target)
+            try:
+                text.warm(target)
+            except Exception as exc:  # a scrape renders (and reports) it; stop rendering ahead
+                log.error("rendering /metrics ahead of scrapes failed", problem=repr(exc))
+                return
             await asyncio.sleep(0)
         await asyncio.sleep(WARM_SECONDS)
 

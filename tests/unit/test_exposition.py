@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 
 import aiohttp
 import pytest
+import structlog.testing
 from prometheus_client import Counter, Gauge, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
@@ -32,7 +33,14 @@ from daemon.metrics.collector import StateCollector
 from daemon.metrics.exposition import Exposition, Registry, first_lines
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Finding, Severity, Status, Target
-from daemon.server import WARM_SECONDS, Heartbeat, HttpServer, accepts_gzip, build_app
+from daemon.server import (
+    WARM_SECONDS,
+    Heartbeat,
+    HttpServer,
+    accepts_gzip,
+    build_app,
+    warm_exposition,
+)
 from daemon.state import StateStore, TargetResult
 from tests.promql import tool
 
@@ -402,6 +410,24 @@ async def test_the_server_renders_new_results_between_scrapes_once_scraped() -> 
             assert body == await asyncio.to_thread(generate_latest, registry)
     finally:
         await server.stop()
+
+
+async def test_rendering_ahead_stops_when_it_fails_and_scrapes_still_render() -> None:
+    store = estate()
+    e = exposition(store)
+    assert e.text is not None
+
+    def broken(_target: Target) -> bool:
+        raise ValueError("a bug in rendering")
+
+    e.text.warm = broken  # type: ignore[method-assign]
+    scraped = asyncio.Event()
+    scraped.set()
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(warm_exposition(e, scraped), timeout=5)
+    assert [entry["event"] for entry in logs] == ["rendering /metrics ahead of scrapes failed"]
+    assert "a bug in rendering" in logs[0]["problem"]
+    assert e.render("")[0] == generate_latest(e.registry)
 
 
 def test_concurrent_scrapes_agree() -> None:
