@@ -3,12 +3,14 @@ check only when the answer can have changed (daemon/aws/direct.py, `Frozen`)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiobotocore.credentials import AioCredentials, AioRefreshableCredentials
 
+from daemon.aws import direct
 from daemon.aws.direct import Frozen
 
 ADVISORY = AioRefreshableCredentials._advisory_refresh_timeout  # botocore: 15 minutes
@@ -97,14 +99,23 @@ async def test_within_the_refresh_time_every_call_asks_botocore() -> None:
     assert creds.checks == 1
 
 
-async def test_botocore_is_asked_again_when_the_time_left_runs_down() -> None:
+async def test_botocore_is_asked_again_when_the_time_left_runs_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A minute before the advisory refresh time: served from what botocore returned for that
+    minute (on the monotonic clock), then botocore's check again, which renews."""
     renewals: list[int] = []
-    creds = _credentials(ADVISORY + 0.3, renewals)
+    creds = _credentials(ADVISORY + 60, renewals)
+    clock = [1_000.0]  # the direct path's monotonic clock
+    monkeypatch.setattr(direct, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    wall = dt.datetime.now(dt.UTC)
+    creds._time_fetcher = lambda: wall + dt.timedelta(seconds=clock[0] - 1_000.0)
     frozen = Frozen()
     await frozen.get(creds)
+    clock[0] += 55
     await frozen.get(creds)
     assert creds.checks == 1 and renewals == []
-    await asyncio.sleep(0.4)  # now within the advisory time: botocore renews
+    clock[0] += 10  # past the advisory refresh time: botocore renews
     assert (await frozen.get(creds)).access_key == "AKIA1"
     assert creds.checks == 2 and renewals == [1]
 
