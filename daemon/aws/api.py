@@ -398,9 +398,6 @@ class AwsApi:
         return out
 
 
-__all__ = ["AwsApi", "AwsError", "AwsGateway", "ErrorKind", "error_code"]
-
-
 class _Listing:
     """How `AwsApi.pages` asks for each page of one listing.
 
@@ -464,3 +461,6 @@ class _Listing:
         if self.direct is not None and token and token == resume:
             raise PaginationError(message="the same next token was received twice")
         return token or None
+
+
+__all__ = ["AwsApi", "AwsError", "AwsGateway", "ErrorKind", "error_code"]
