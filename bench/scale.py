@@ -24,8 +24,10 @@ Reported per sweep: wall time, AWS calls (total, by operation, per resource), ca
 15/s bucket, CPU seconds per 1,000 resources, peak RSS, failed targets and throttles; the moto
 server's measured throughput; the minimum possible sweep time = max(quota-bound time: per
 account-region, the busiest bucket's calls / its allowed rate; moto-bound time: calls / moto's
-throughput) and achieved / minimum; the CPU bare aiobotocore spends on the same number of calls
-(its per-call cost measured beside moto's throughput); garbage collections by generation (count,
+throughput) and achieved / minimum; the CPU bare aiobotocore spends on the same number of calls,
+and the CPU of the same calls made the least costly way Python can (`RawHttp`: signed GETs on
+kept-alive sockets, JSON parsed, nothing else), their per-call costs measured beside moto's
+throughput; garbage collections by generation (count,
 longest, cyclic garbage collected), and the one full pass with which the daemon settles its heap
 after the first sweep (`heap_settle_pause_ms`, between the cold and the steady sweep);
 /metrics latency while the cold and steady sweeps run, scraped once a second by a child process
@@ -289,14 +291,65 @@ async def change(accounts: list[str], regions: list[str], functions: int, fracti
     return changed
 
 
+# a function's detail reads, as a sweep makes them (87% of a cold sweep's calls): the client's
+# method and the REST path of each (Lambda's API reference)
+DETAIL_READS = (
+    ("get_function", "/2015-03-31/functions/{}"),
+    ("get_policy", "/2015-03-31/functions/{}/policy"),
+    ("get_function_url_config", "/2021-10-31/functions/{}/url"),
+    ("get_function_event_invoke_config", "/2019-09-25/functions/{}/event-invoke-config"),
+)
+
+
+class RawHttp:
+    """The least a Python client can do per AWS call, to measure it: HTTP/1.1 GETs on kept-alive
+    asyncio streams, nothing else -- no proxies, TLS, retries, timeouts, chunked bodies or error
+    mapping. Not the daemon's transport; the benchmark's yardstick for it."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise ValueError(f"RawHttp measures plain HTTP only, not {url}")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.netloc = parts.netloc
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        reader, writer = (
+            self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
+        )
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.netloc}\r\n{lines}\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        status = int(head.split(" ", 2)[1])
+        fields = dict(line.split(":", 1) for line in head.split("\r\n")[1:] if ":" in line)
+        if "content-length" not in fields:
+            raise RuntimeError(f"no Content-Length in the answer to {path}: {head!r}")
+        body = await reader.readexactly(int(fields["content-length"]))
+        if fields.get("connection", "").strip() == "close":
+            writer.close()
+        else:
+            self._idle.append((reader, writer))
+        return status, body
+
+    async def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
 async def moto_throughput(
     account: str, region: str, seconds: float = 4.0, concurrency: int = 16, rounds: int = 3
-) -> tuple[float, float]:
-    """Requests per second moto answers (a function's detail reads on seeded functions), and
-    the CPU ms this process spent per call meanwhile: the floor of any botocore-based client,
-    calls made by bare aiobotocore with nothing of the daemon around them. The best of `rounds`
+) -> tuple[float, float, float]:
+    """Requests per second moto answers (a function's detail reads on seeded functions), the
+    CPU ms this process spent per call meanwhile -- the floor of any botocore-based client: the
+    calls made by bare aiobotocore with nothing of the daemon around them -- and the CPU ms per
+    call of the same reads made the least costly way Python can (`RawHttp`, SigV4-signed with the
+    daemon's signer, JSON bodies parsed): the floor of any Python client. The best of `rounds`
     rounds for the throughput (moto's capacity; a round can be slowed by anything else on the
-    machine) and their median for the CPU per call."""
+    machine) and their median for each CPU per call."""
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
@@ -305,14 +358,8 @@ async def moto_throughput(
     rates: list[float] = []
     costs: list[float] = []
     async with await _client(session, "lambda", account, region, config) as lam:
-        # a function's detail reads, as a sweep makes them (87% of a cold sweep's calls); the
-        # estate's functions mostly have no policy, URL or invoke config: moto answers 404s
-        calls = (
-            lam.get_function,
-            lam.get_policy,
-            lam.get_function_url_config,
-            lam.get_function_event_invoke_config,
-        )
+        # the estate's functions mostly have no policy, URL or invoke config: moto answers 404s
+        calls = tuple(getattr(lam, method) for method, _ in DETAIL_READS)
 
         async def worker(k: int, stop: float) -> int:
             done, i = 0, k
@@ -329,7 +376,55 @@ async def moto_throughput(
             done = sum(await asyncio.gather(*(worker(k, stop) for k in range(concurrency))))
             rates.append(done / (time.monotonic() - started))
             costs.append((cpu_seconds() - cpu0) / max(1, done) * 1000)
-    return max(rates), statistics.median(costs)
+        credentials = await lam._request_signer._credentials.get_frozen_credentials()
+        raw_costs = await _raw_rounds(
+            lam.meta.endpoint_url, credentials, region, seconds, concurrency, rounds
+        )
+    return max(rates), statistics.median(costs), statistics.median(raw_costs)
+
+
+async def _raw_rounds(
+    url: str, credentials: Any, region: str, seconds: float, concurrency: int, rounds: int
+) -> list[float]:
+    """CPU ms per call of `DETAIL_READS` through `RawHttp`, one figure per round."""
+    from daemon.aws.direct import TIMESTAMP, SigV4
+
+    http, signer = RawHttp(url), SigV4()
+    host = http.netloc
+
+    async def read(i: int) -> int:
+        _, path = DETAIL_READS[i % len(DETAIL_READS)]
+        path = path.format(f"fn-{i // len(DETAIL_READS) % 10:04d}")
+        headers: dict[str, str] = {}
+        stamp = time.strftime(TIMESTAMP, time.gmtime())
+        signer.sign("GET", url + path, headers, credentials, region, "lambda", host, stamp)
+        status, body = await http.get(path, headers)
+        answer = json.loads(body) if body else {}
+        if status != 200 and not (status == 404 and i % len(DETAIL_READS)):
+            raise RuntimeError(f"RawHttp: {status} for {path}: {body[:200]!r}")
+        if status == 200 and i % len(DETAIL_READS) == 0 and "Configuration" not in answer:
+            raise RuntimeError(f"RawHttp: GetFunction without a Configuration: {body[:200]!r}")
+        return status
+
+    async def worker(k: int, stop: float) -> int:
+        done, i = 0, k
+        while time.monotonic() < stop:
+            await read(i)
+            done += 1
+            i += 1
+        return done
+
+    costs: list[float] = []
+    try:
+        for _ in range(rounds):
+            started, cpu0 = time.monotonic(), cpu_seconds()
+            done = sum(
+                await asyncio.gather(*(worker(k, started + seconds) for k in range(concurrency)))
+            )
+            costs.append((cpu_seconds() - cpu0) / max(1, done) * 1000)
+    finally:
+        await http.close()
+    return costs
 
 
 # --- the daemon, measured ----------------------------------------------------------------------
@@ -525,7 +620,7 @@ def gc_summary(gcs: GcPauses) -> dict[str, dict[str, float]]:
 
 
 async def measure_sweep(
-    daemon: Any, label: str, moto_rps: float, floor_ms: float, probe: bool
+    daemon: Any, label: str, moto_rps: float, floor_ms: float, raw_ms: float, probe: bool
 ) -> dict[str, Any]:
     from daemon.aws.pacing import bucket_for
 
@@ -593,6 +688,10 @@ async def measure_sweep(
         # what the same calls cost bare aiobotocore: the floor for any botocore-based daemon
         "client_floor_cpu_seconds_per_1000_functions": round(
             total * floor_ms / max(1, functions), 3
+        ),
+        # what they cost written and read the least costly way (RawHttp): any Python client's
+        "raw_http_floor_cpu_seconds_per_1000_functions": round(
+            total * raw_ms / max(1, functions), 3
         ),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "gc_pauses": gc_summary(pauses),
@@ -747,11 +846,11 @@ async def three_sweeps(
     await daemon.warm_up()  # as Daemon.run() does before it serves
     await daemon.http.start()
     rps = report["moto_requests_per_second"]
-    floor = report["client_cpu_ms_per_call"]
+    floor, raw = report["client_cpu_ms_per_call"], report["raw_http_cpu_ms_per_call"]
     sweeps = []
     try:
         clock.start_sweep(0)
-        sweeps.append(await measure_sweep(daemon, "cold", rps, floor, True))
+        sweeps.append(await measure_sweep(daemon, "cold", rps, floor, raw, True))
         print(table(sweeps), flush=True)
         # as the running daemon does once every target finished a first sweep (daemon/app.py)
         started = time.perf_counter()
@@ -759,12 +858,14 @@ async def three_sweeps(
         report["heap_settle_pause_ms"] = round((time.perf_counter() - started) * 1000, 1)
         report["frozen_objects_after_settle"] = gc.get_freeze_count()
         clock.start_sweep(1)
-        sweeps.append(await measure_sweep(daemon, "steady", rps, floor, True))
+        sweeps.append(await measure_sweep(daemon, "steady", rps, floor, raw, True))
         report["changed_functions"] = int(
             await child("_change", len(accounts), len(regions), args.functions, args.changed)
         )
         clock.start_sweep(2)
-        sweeps.append(await measure_sweep(daemon, f"changed-{args.changed:.0%}", rps, floor, False))
+        sweeps.append(
+            await measure_sweep(daemon, f"changed-{args.changed:.0%}", rps, floor, raw, False)
+        )
     finally:
         await daemon.http.stop()
         await daemon.gateway.close()
@@ -790,6 +891,8 @@ def table(rows: Iterable[dict[str, Any]]) -> str:
         ("lambda_target_calls_per_function", "calls/fn"),
         ("shared_bucket_calls_per_function", "shared/fn"),
         ("cpu_seconds_per_1000_functions", "cpu s/1k fn"),
+        ("client_floor_cpu_seconds_per_1000_functions", "aiobotocore floor"),
+        ("raw_http_floor_cpu_seconds_per_1000_functions", "raw floor"),
         ("peak_rss_mb", "RSS MB"),
         ("gc_max_ms", "GC max ms"),
         ("failed_targets", "failed"),
@@ -860,11 +963,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"seeded in {report['seed_seconds']} s", flush=True)
         if not args.no_pinning:
             report["machine"]["cpu_affinity"] = pin_cpus(moto.pid)
-        rps, floor_ms = (float(v) for v in (await child("_throughput")).split())
+        rps, floor_ms, raw_ms = (float(v) for v in (await child("_throughput")).split())
         report["moto_requests_per_second"] = round(rps, 1)
         report["client_cpu_ms_per_call"] = round(floor_ms, 3)
+        report["raw_http_cpu_ms_per_call"] = round(raw_ms, 3)
         print(
-            f"moto: {rps:.1f} requests/s; bare aiobotocore: {floor_ms:.2f} CPU ms per call",
+            f"moto: {rps:.1f} requests/s; CPU ms per call: bare aiobotocore {floor_ms:.2f}, "
+            f"raw HTTP/1.1 {raw_ms:.2f}",
             flush=True,
         )
 
@@ -933,8 +1038,7 @@ def cli() -> None:
         asyncio.run(seed(accounts_of(n_accounts), list(REGIONS[:n_regions]), n_functions))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_throughput":
-        rps, floor_ms = asyncio.run(moto_throughput(accounts_of(1)[0], REGIONS[0]))
-        print(rps, floor_ms)
+        print(*asyncio.run(moto_throughput(accounts_of(1)[0], REGIONS[0])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_change":
         n_accounts, n_regions, n_functions = (int(v) for v in sys.argv[2:5])
