@@ -105,6 +105,18 @@ def same_counts(a: TargetResult, b: TargetResult) -> bool:
     )
 
 
+def same_violations(a: TargetResult, b: TargetResult) -> bool:
+    """Whether two results of a target have the same per-resource series: the same control,
+    severity and resource in the same order (a finding whose evidence alone changed renders the
+    same line)."""
+    if a.resource_violations is b.resource_violations:
+        return True
+    return len(a.resource_violations) == len(b.resource_violations) and all(
+        v is w or (v.control == w.control and v.severity is w.severity and v.resource == w.resource)
+        for v, w in zip(a.resource_violations, b.resource_violations, strict=True)
+    )
+
+
 def _target_values(target: Target) -> tuple[str, str, str]:
     return (escape(target.account_id), escape(target.region), escape(target.service))
 
@@ -233,7 +245,7 @@ class StateText:
             old = previous.result
             if same_counts(old, result):
                 counts, controls = previous.counts, previous.controls
-            if old.resource_violations == result.resource_violations:
+            if same_violations(old, result):
                 resources = previous.resources
             if old.samples == result.samples:
                 samples = previous.samples

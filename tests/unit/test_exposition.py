@@ -348,6 +348,50 @@ def test_a_republished_result_is_rendered_again_and_the_rest_comes_from_the_cach
     assert e.render("")[0] == generate_latest(e.registry)
 
 
+def test_a_violation_whose_evidence_alone_changed_reuses_the_text_and_a_new_one_does_not() -> None:
+    """Per-resource series are the violating findings themselves (`TargetResult`); whether a
+    target's lines are rendered again compares what the lines show (control, severity,
+    resource), not the evidence, which no series carries."""
+    store = estate()
+    e = exposition(store)
+    assert e.text is not None
+    dev = lambda_result(DEV, 40, seed=1)  # with its passes, which the store drops
+    store.publish(dev, at=1_700_000_500.0)
+    e.render("")
+    rendered = e.text.rendered
+    assert len(dev.resource_violations) > 1
+
+    # a new sweep whose first violation says something else about the same resource
+    reworded = [
+        dataclasses.replace(f, evidence=f.evidence + " (reworded)")
+        if f is dev.resource_violations[0]
+        else f
+        for f in dev.findings
+    ]
+    again = TargetResult.build(
+        DEV, NOW, reworded, list(dev.violations), dict(dev.resources), dev.samples
+    )
+    assert again.resource_violations != dev.resource_violations  # the findings differ...
+    store.publish(again, at=1_700_001_000.0)
+    assert e.render("")[0] == generate_latest(e.registry)
+    assert e.text.rendered == rendered  # ...the lines do not: reused
+
+    # the first violation now names another resource: rendered again, and it shows
+    first = dev.resource_violations[0]
+    moved = [
+        dataclasses.replace(f, resource=f.resource + "-moved") if f is first else f
+        for f in dev.findings
+    ]
+    store.publish(
+        TargetResult.build(DEV, NOW, moved, list(dev.violations), dict(dev.resources), dev.samples),
+        at=1_700_001_100.0,
+    )
+    body = e.render("")[0]
+    assert e.text.rendered == rendered + 1
+    assert body == generate_latest(e.registry)
+    assert f'resource="{first.resource}-moved"'.encode() in body
+
+
 def test_warmed_targets_are_not_rendered_again_by_the_scrape() -> None:
     """`warm` renders a published result's text ahead of the scrape: the scrape then renders
     nothing and serves what a cold render would."""

@@ -139,6 +139,18 @@ def test_build_aggregates_findings() -> None:
     assert r.findings == tuple(findings)
 
 
+def test_resource_violations_are_the_results_own_failing_findings() -> None:
+    """No second object per violation: the per-resource series are the violating findings, and
+    the stored result (passes dropped) still holds each of them once."""
+    findings = url_findings()
+    r = result(PROD, findings, [URL, XRAY])
+    assert [v.resource for v in r.resource_violations] == [arn(PROD, "a"), arn(PROD, "c")]
+    assert all(any(v is f for f in findings) for v in r.resource_violations)
+    kept = r.stored()
+    assert kept.resource_violations is r.resource_violations
+    assert all(any(v is f for f in kept.findings) for v in kept.resource_violations)
+
+
 def test_build_orders_resource_violations_most_severe_first() -> None:
     findings = [
         finding(PROD, "z", "lambda-xray-active", severity=Severity.LOW),
