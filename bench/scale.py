@@ -291,14 +291,19 @@ async def change(accounts: list[str], regions: list[str], functions: int, fracti
     return changed
 
 
-# a function's detail reads, as a sweep makes them (87% of a cold sweep's calls): the client's
-# method and the REST path of each (Lambda's API reference)
+# a function's detail reads, as a sweep makes them (87% of a cold sweep's calls)
 DETAIL_READS = (
-    ("get_function", "/2015-03-31/functions/{}"),
-    ("get_policy", "/2015-03-31/functions/{}/policy"),
-    ("get_function_url_config", "/2021-10-31/functions/{}/url"),
-    ("get_function_event_invoke_config", "/2019-09-25/functions/{}/event-invoke-config"),
+    "get_function",
+    "get_policy",
+    "get_function_url_config",
+    "get_function_event_invoke_config",
 )
+
+
+def _detail_read(i: int) -> tuple[int, str]:
+    """The i-th call of a probe cycling `DETAIL_READS` over ten seeded functions: (the read's
+    index in DETAIL_READS, the function's name)."""
+    return i % len(DETAIL_READS), f"fn-{i // len(DETAIL_READS) % 10:04d}"
 
 
 class RawHttp:
@@ -359,13 +364,14 @@ async def moto_throughput(
     costs: list[float] = []
     async with await _client(session, "lambda", account, region, config) as lam:
         # the estate's functions mostly have no policy, URL or invoke config: moto answers 404s
-        calls = tuple(getattr(lam, method) for method, _ in DETAIL_READS)
+        calls = tuple(getattr(lam, method) for method in DETAIL_READS)
 
         async def worker(k: int, stop: float) -> int:
             done, i = 0, k
             while time.monotonic() < stop:
+                read, name = _detail_read(i)
                 with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
-                    await calls[i % len(calls)](FunctionName=f"fn-{i // len(calls) % 10:04d}")
+                    await calls[read](FunctionName=name)
                 done += 1
                 i += 1
             return done
@@ -377,39 +383,53 @@ async def moto_throughput(
             rates.append(done / (time.monotonic() - started))
             costs.append((cpu_seconds() - cpu0) / max(1, done) * 1000)
         credentials = await lam._request_signer._credentials.get_frozen_credentials()
+        # each read's path, as botocore's model of the operation gives it
+        paths = tuple(
+            lam.meta.service_model.operation_model(lam.meta.method_to_api_mapping[method]).http[
+                "requestUri"
+            ]
+            for method in DETAIL_READS
+        )
         raw_costs = await _raw_rounds(
-            lam.meta.endpoint_url, credentials, region, seconds, concurrency, rounds
+            lam.meta.endpoint_url, paths, credentials, region, seconds, concurrency, rounds
         )
     return max(rates), statistics.median(costs), statistics.median(raw_costs)
 
 
 async def _raw_rounds(
-    url: str, credentials: Any, region: str, seconds: float, concurrency: int, rounds: int
+    url: str,
+    paths: tuple[str, ...],
+    credentials: Any,
+    region: str,
+    seconds: float,
+    concurrency: int,
+    rounds: int,
 ) -> list[float]:
-    """CPU ms per call of `DETAIL_READS` through `RawHttp`, one figure per round."""
+    """CPU ms per call of `DETAIL_READS` through `RawHttp`, one figure per round (`paths`: each
+    read's request URI, `{FunctionName}` in it)."""
     from daemon.aws.direct import TIMESTAMP, SigV4
 
     http, signer = RawHttp(url), SigV4()
     host = http.netloc
 
-    async def read(i: int) -> int:
-        _, path = DETAIL_READS[i % len(DETAIL_READS)]
-        path = path.format(f"fn-{i // len(DETAIL_READS) % 10:04d}")
+    async def one(i: int) -> int:
+        read, name = _detail_read(i)
+        path = paths[read].replace("{FunctionName}", name)
         headers: dict[str, str] = {}
         stamp = time.strftime(TIMESTAMP, time.gmtime())
         signer.sign("GET", url + path, headers, credentials, region, "lambda", host, stamp)
         status, body = await http.get(path, headers)
         answer = json.loads(body) if body else {}
-        if status != 200 and not (status == 404 and i % len(DETAIL_READS)):
+        if status != 200 and not (status == 404 and read):
             raise RuntimeError(f"RawHttp: {status} for {path}: {body[:200]!r}")
-        if status == 200 and i % len(DETAIL_READS) == 0 and "Configuration" not in answer:
+        if status == 200 and read == 0 and "Configuration" not in answer:
             raise RuntimeError(f"RawHttp: GetFunction without a Configuration: {body[:200]!r}")
         return status
 
     async def worker(k: int, stop: float) -> int:
         done, i = 0, k
         while time.monotonic() < stop:
-            await read(i)
+            await one(i)
             done += 1
             i += 1
         return done
