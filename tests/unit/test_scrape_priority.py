@@ -8,8 +8,10 @@ hold can only run once the hold has ended: the loop runs its ready callbacks in 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -117,3 +119,57 @@ def test_unbound_or_closed_there_is_nothing_to_hold() -> None:
     with priority.held():
         pass
     assert priority.holds == 0
+
+
+@pytest.fixture
+def young_passes() -> Iterator[list[int]]:
+    """The generations of the collections that start meanwhile, with a young pass due every 100
+    allocations (CPython's default is 700; the daemon's, 50,000)."""
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    thresholds = gc.get_threshold()
+    assert gc.isenabled()
+    gc.set_threshold(100, *thresholds[1:])
+    gc.collect()  # the young generation starts empty
+    gc.callbacks.append(record)
+    try:
+        yield started
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*thresholds)
+        gc.enable()
+
+
+def allocate(count: int) -> list[list[int]]:
+    return [[] for _ in range(count)]  # lists: objects the collector tracks
+
+
+def test_no_collection_starts_while_scrapes_render_and_they_resume_after(
+    young_passes: list[int],
+) -> None:
+    priority = ScrapePriority(cap=60, share=1)
+    first, second = priority.held(), priority.held()
+    first.__enter__()
+    second.__enter__()
+    kept = allocate(5_000)  # 50 young passes' worth
+    first.__exit__(None, None, None)
+    kept += allocate(5_000)  # one scrape still renders
+    assert young_passes == [], "a collection ran while a scrape rendered"
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    kept += allocate(1_000)
+    assert young_passes, "collection stayed off after the scrapes"
+    assert len(kept) == 11_000
+
+
+def test_collection_turned_off_before_a_scrape_stays_off(young_passes: list[int]) -> None:
+    gc.disable()
+    with ScrapePriority(cap=60, share=1).held():
+        pass
+    assert not gc.isenabled()
+    allocate(1_000)
+    assert young_passes == []
