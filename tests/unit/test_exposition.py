@@ -11,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import gzip
+import shutil
 import threading
 from collections.abc import Iterable, Iterator
 
 import aiohttp
 import pytest
 import structlog.testing
-from prometheus_client import Counter, Gauge, generate_latest
+from prometheus_client import Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Exemplar
 
 from daemon.config import HttpSettings, MetricsSettings
 from daemon.controls.registry import all_controls
@@ -34,6 +37,7 @@ from daemon.metrics.exposition import Exposition, Registry, first_lines
 from daemon.metrics.health import HealthMetrics
 from daemon.model import Finding, Severity, Status, Target
 from daemon.server import (
+    GZIPPERS,
     WARM_SECONDS,
     Heartbeat,
     HttpServer,
@@ -183,12 +187,31 @@ class Before:
 
 
 class After:
-    """A collector registered after the state: its families must follow the state's."""
+    """A collector registered after the state: its families must follow the state's, and among
+    them some that the encoder writes (a timestamp, an exemplar, OpenMetrics-only samples)
+    next to ones written by the exposition."""
 
     def collect(self) -> Iterator[Metric]:
         m = Metric("posture_test_after", "A counter after the state.", "counter")
         m.add_sample("posture_test_after_total", {}, 3)
         yield m
+        stamped = Metric("posture_test_stamped", "A gauge with a timestamp.", "gauge")
+        stamped.add_sample("posture_test_stamped", {"k": "v"}, 2, timestamp=1_700_000_000.5)
+        yield stamped
+        created = Metric("posture_test_created", "A counter with its creation time.", "counter")
+        created.add_sample("posture_test_created_total", {"k": ODD}, 4)
+        created.add_sample("posture_test_created_created", {"k": ODD}, 1_700_000_000.0)
+        yield created
+        exemplar = Metric("posture_test_exemplar", "A counter with an exemplar.", "counter")
+        exemplar.add_sample(
+            "posture_test_exemplar_total", {}, 5, exemplar=Exemplar({"trace_id": "abc"}, 1.0)
+        )
+        yield exemplar
+        odd = Metric("posture_test_odd", 'Help with "quotes", \\ and\na newline.', "gauge")
+        odd.add_sample("posture_test_odd", {"b": ODD, "a": "", "c": "1"}, float("-inf"))
+        odd.add_sample("posture_test_odd", {"b": "x", "a": "y", "c": "2"}, float("inf"))
+        odd.add_sample("posture_test_odd", {"b": "y", "a": "y", "c": "3"}, 1e-7)
+        yield odd
 
 
 def exposition(store: StateStore, settings: MetricsSettings | None = None) -> Exposition:
@@ -196,6 +219,14 @@ def exposition(store: StateStore, settings: MetricsSettings | None = None) -> Ex
     registry.register(Before())
     c = Counter("posture_test_requests", "Requests.", ["path"], registry=registry)
     c.labels("/metrics").inc(7)
+    c.labels(ODD).inc(0.5)
+    h = Histogram(
+        "posture_test_seconds", "A histogram.", ["service"], buckets=(0.1, 1), registry=registry
+    )
+    h.labels("lambda").observe(0.05)
+    h.labels("ecr").observe(3)
+    Gauge("posture_test_level", "A gauge without labels.", registry=registry).set(1e21)
+    Info("posture_test_build", "An info.", registry=registry).info({"version": "1.0", "z": ODD})
     state = StateCollector(store, settings or MetricsSettings(), dict(all_controls()))
     registry.register(state)
     registry.register(After())
@@ -235,9 +266,11 @@ def test_fast_path_equals_the_collector(accept: str, settings: MetricsSettings) 
     parsed = families(body.decode(), openmetrics)
     assert parsed == families(slow.decode(), openmetrics)
     names = [f[0] for f in parsed]
-    assert names[0] == "posture_test_before" and names[-1] == "posture_test_after"
+    assert names[0] == "posture_test_before" and names[-1] == "posture_test_odd"
+    assert names.index("posture_test_after") > names.index("posture_violations")
     assert body.endswith(b"# EOF\n") == openmetrics
     assert e.render(accept)[0] == slow  # served again from the cache
+    assert e.writes_lines(accept)  # the daemon's own families too: not by the encoder
 
 
 def test_the_realistic_store_has_what_the_comparison_must_cover() -> None:
@@ -543,6 +576,60 @@ async def test_metrics_endpoint_serves_both_formats_from_the_fast_path() -> None
                 assert body.endswith("# EOF\n") == openmetrics
     finally:
         await server.stop()
+
+
+async def test_gzipped_scrapes_read_by_curl_and_unchanged_text_is_not_compressed_again() -> None:
+    """A body of many segments (daemon/metrics/compress.py), fetched by curl, which reads only
+    the first member of a gzip body: decoded by curl and by Python's gzip module it is the
+    text served without compression. A second scrape of the same store compresses again only
+    the segments with text rendered at scrape time (the process collector, account lines)."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    store = StateStore()
+    targets = [Target(f"{700000000000 + i}", "us-east-1", "lambda") for i in range(8)]
+    store.set_targets(targets)
+    store.set_accounts(
+        {t.account_id: "acct" for t in targets}, {t.account_id: True for t in targets}
+    )
+    for i, t in enumerate(targets):
+        store.publish(lambda_result(t, 300, seed=i), at=1_700_000_000.0 + i)
+    registry = Registry()
+    HealthMetrics(registry)
+    state = StateCollector(store, MetricsSettings(), dict(all_controls()))
+    registry.register(state)
+    app = build_app(Exposition(registry, state), Heartbeat(), lambda: (True, "ok"))
+    server = HttpServer(HttpSettings(host="127.0.0.1", port=0), app)
+    await server.start()
+
+    async def fetch(*options: str) -> bytes:
+        proc = await asyncio.create_subprocess_exec(
+            curl,
+            "-sS",
+            "--fail",
+            *options,
+            f"http://127.0.0.1:{server.port}/metrics",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        return out
+
+    try:
+        sent = await fetch("-H", "Accept-Encoding: gzip")  # as sent: not decoded
+        (gzipper,) = app[GZIPPERS].values()
+        first = gzipper.compressed
+        by_curl = await fetch("--compressed")
+        plain = await fetch()
+    finally:
+        await server.stop()
+    assert len(plain) > 500_000 and len(sent) < len(plain) / 10
+    assert first >= 5  # many segments
+    text = [_stable(families(b.decode(), False)) for b in (gzip.decompress(sent), by_curl, plain)]
+    assert text[0] == text[1] == text[2]
+    again = gzipper.compressed - first
+    assert 1 <= again <= 8, f"{again} of {first} segments compressed again"
+    assert gzipper.reused >= first - 8
 
 
 def _stable(fams: Iterable[Family]) -> list[Family]:
