@@ -83,10 +83,12 @@ async def test_bad_clients_never_block_the_event_loop(seeded: str, tmp_path: Pat
 
         async def never_read() -> None:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
-            await writer.drain()
-            await asyncio.sleep(4)
-            writer.close()
+            try:
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+                await writer.drain()
+                await asyncio.sleep(4)
+            finally:  # cancelled when the checks below are done: close it all the same
+                writer.close()
 
         bad = [asyncio.create_task(trickle()) for _ in range(50)]
         bad += [asyncio.create_task(never_read()) for _ in range(20)]
@@ -115,16 +117,19 @@ async def test_a_scrape_holds_the_daemons_loop_while_it_renders(
     async with running_daemon(settings) as daemon:
         priority = daemon.http.app[server.PRIORITY]
         before = priority.holds
-        render = daemon.exposition.render
+        render = daemon.exposition.render_pieces
+        rendered: list[str] = []
 
-        def slow_render(accept: str) -> tuple[bytes, str]:
+        def slow_render(accept: str) -> tuple[list[bytes], str]:
             time.sleep(0.3)  # long enough for the idle loop to reach the hold, however slow
+            rendered.append(accept)
             return render(accept)
 
-        monkeypatch.setattr(daemon.exposition, "render", slow_render)
+        monkeypatch.setattr(daemon.exposition, "render_pieces", slow_render)
         # the client runs on another thread: this loop is free to reach the hold meanwhile
         status, body = await asyncio.to_thread(_fetch, daemon.http.port, "/metrics")
         assert status == 200 and "posture_violations{" in body
+        assert len(rendered) == 1  # the server renders through render_pieces
         assert priority.holds == before + 1
         await asyncio.sleep(0)  # the loop runs again
         assert daemon.heartbeat.lag < 2
