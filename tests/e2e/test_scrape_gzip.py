@@ -15,19 +15,11 @@ import aiohttp
 import pytest
 import yaml
 
-from daemon.config import HttpSettings, MetricsSettings
-from daemon.controls.registry import all_controls
-from daemon.metrics.collector import StateCollector
-from daemon.metrics.exposition import Exposition, Registry
-from daemon.metrics.health import HealthMetrics
-from daemon.model import Target
-from daemon.server import GZIPPERS, Heartbeat, HttpServer, build_app
-from daemon.state import StateStore
+from daemon.server import GZIPPERS
 from tests.e2e.test_alerting import free_port, get_json, process
-from tests.unit.test_exposition import lambda_result
+from tests.unit.test_exposition import LARGE_ESTATE, lambda_result, large_estate_served
 
 TIMEOUT = 60.0
-TARGETS = [Target(f"{700000000000 + i}", "us-east-1", "lambda") for i in range(8)]
 
 
 async def eventually(what: str, check: Callable[[], Awaitable[bool]]) -> None:
@@ -41,21 +33,7 @@ async def eventually(what: str, check: Callable[[], Awaitable[bool]]) -> None:
 async def test_prometheus_reads_every_sample_of_a_body_gzipped_in_segments(tmp_path: Path) -> None:
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is required (Debian package prometheus; make system-deps)")
-    store = StateStore()
-    store.set_targets(TARGETS)
-    store.set_accounts(
-        {t.account_id: "acct" for t in TARGETS},
-        dict.fromkeys((t.account_id for t in TARGETS), True),
-    )
-    for i, t in enumerate(TARGETS):
-        store.publish(lambda_result(t, 300, seed=i), at=1_700_000_000.0 + i)
-    registry = Registry()
-    HealthMetrics(registry)
-    state = StateCollector(store, MetricsSettings(), dict(all_controls()))
-    registry.register(state)
-    app = build_app(Exposition(registry, state), Heartbeat(), lambda: (True, "ok"))
-    server = HttpServer(HttpSettings(host="127.0.0.1", port=0), app)
-    await server.start()
+    store, app, server = await large_estate_served()
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -116,7 +94,7 @@ async def test_prometheus_reads_every_sample_of_a_body_gzipped_in_segments(tmp_p
             assert gzipper.compressed >= 5  # the body came in many segments
 
             # one target's text changes: its segments are compressed again, the rest reused
-            changed = TARGETS[3]
+            changed = LARGE_ESTATE[3]
             store.publish(lambda_result(changed, 300, seed=99), at=1_800_000_000.0)
             reused = gzipper.reused
             limit = (

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 import aiohttp
 import pytest
 import structlog.testing
+from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
@@ -578,21 +579,17 @@ async def test_metrics_endpoint_serves_both_formats_from_the_fast_path() -> None
         await server.stop()
 
 
-async def test_gzipped_scrapes_read_by_curl_and_unchanged_text_is_not_compressed_again() -> None:
-    """A body of many segments (daemon/metrics/compress.py), fetched by curl, which reads only
-    the first member of a gzip body: decoded by curl and by Python's gzip module it is the
-    text served without compression. A second scrape of the same store compresses again only
-    the segments with text rendered at scrape time (the process collector, account lines)."""
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("curl is not installed")
+LARGE_ESTATE = [Target(f"{700000000000 + i}", "us-east-1", "lambda") for i in range(8)]
+
+
+async def large_estate_served() -> tuple[StateStore, web.Application, HttpServer]:
+    """A store of 8 Lambda targets x 300 functions (a /metrics body of ~700 KB, many gzip
+    segments) served by the real app on a free port, started (the caller stops it)."""
     store = StateStore()
-    targets = [Target(f"{700000000000 + i}", "us-east-1", "lambda") for i in range(8)]
-    store.set_targets(targets)
-    store.set_accounts(
-        {t.account_id: "acct" for t in targets}, {t.account_id: True for t in targets}
-    )
-    for i, t in enumerate(targets):
+    store.set_targets(LARGE_ESTATE)
+    accounts = [t.account_id for t in LARGE_ESTATE]
+    store.set_accounts(dict.fromkeys(accounts, "acct"), dict.fromkeys(accounts, True))
+    for i, t in enumerate(LARGE_ESTATE):
         store.publish(lambda_result(t, 300, seed=i), at=1_700_000_000.0 + i)
     registry = Registry()
     HealthMetrics(registry)
@@ -601,6 +598,18 @@ async def test_gzipped_scrapes_read_by_curl_and_unchanged_text_is_not_compressed
     app = build_app(Exposition(registry, state), Heartbeat(), lambda: (True, "ok"))
     server = HttpServer(HttpSettings(host="127.0.0.1", port=0), app)
     await server.start()
+    return store, app, server
+
+
+async def test_gzipped_scrapes_read_by_curl_and_unchanged_text_is_not_compressed_again() -> None:
+    """A body of many segments (daemon/metrics/compress.py), fetched by curl, which reads only
+    the first member of a gzip body: decoded by curl and by Python's gzip module it is the
+    text served without compression. A second scrape of the same store compresses again only
+    the segments with text rendered at scrape time (the process collector, account lines)."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    _, app, server = await large_estate_served()
 
     async def fetch(*options: str) -> bytes:
         proc = await asyncio.create_subprocess_exec(
