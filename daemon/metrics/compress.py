@@ -71,8 +71,9 @@ class GzipSegments:
             size = 0
             for group in _segments(pieces):
                 key = tuple(map(id, group))
+                # an id in a key is a live object's (the segment holds it): the same object
                 seg = previous.get(key) or kept.get(key)
-                if seg is None or any(a is not b for a, b in zip(seg.pieces, group, strict=True)):
+                if seg is None:
                     seg = _Segment(tuple(group), self._deflate(group))
                     self.compressed += 1
                 else:
