@@ -165,7 +165,8 @@ class _Details:
     untrusted_action: str | None
     on_failure: str | None
     provisioned: tuple[m.ProvisionedConcurrency, ...]
-    # the raw answers behind the function's config fingerprint; None when one was unreadable
+    # the raw answers behind the function's config fingerprint; None when one was unreadable,
+    # or when the export (the fingerprint's only reader) is off
     parts: lc.FunctionParts | None
     fetched_at: float  # unix time the answers were read (from the cache: earlier sweeps)
 
@@ -744,7 +745,7 @@ class LambdaCollector:
         if d is None:
             return None  # deleted since it was listed
         fingerprint = ""
-        if d.parts is not None:
+        if d.parts is not None:  # only with the export on, which alone reads the fingerprint
             parts = replace(d.parts, configuration=raw, versions=tuple(raw_versions.get(arn, ())))
             fingerprint = lc.base_fingerprint(parts)
 
@@ -892,7 +893,7 @@ class LambdaCollector:
                 errors.fail(m.ASPECT_CODE_SIGNING, signing_error)
         on_failure = ((fetched.invoke or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
         parts = None
-        if readable:
+        if readable and ctx.export:
             parts = lc.FunctionParts(
                 configuration={},  # the caller adds the ListFunctions entry and versions
                 tags=fetched.tags,

@@ -183,7 +183,8 @@ class LambdaFunction:
     web_stages: tuple[ApiStage, ...] = ()
     provisioned: tuple[ProvisionedConcurrency, ...] = ()  # by qualifier
     # digest of the normalised configuration and attachments a sweep reads
-    # (daemon/model/lambdaconfig.py); "" when a part of it could not be read
+    # (daemon/model/lambdaconfig.py); "" when a part of it could not be read, or when the
+    # export (its only reader) is off: a sweep does not compute what nothing reads
     config_fingerprint: str = ""
     export: FunctionExport | None = None  # None: the daemon's export is disabled
     errors: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)

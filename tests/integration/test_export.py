@@ -43,13 +43,16 @@ from prometheus_client import generate_latest
 
 from daemon import cli
 from daemon.app import Daemon
+from daemon.collectors.base import CollectContext
 from daemon.demo.estate import SEEDED_SECRETS, seed_estate
 from daemon.demo.moto_server import EmbeddedMoto, ShimRequest, ShimResponse, json_error
 from daemon.export import document as d
 from daemon.export.layout import parse_snapshot_id
 from daemon.export.operations import WRITES
 from daemon.logging import setup_logging
+from daemon.model import Target
 from daemon.model import lambdaconfig as lc
+from daemon.model.awslambda import LambdaSnapshot
 from daemon.policy import load_policy
 from daemon.reconciler.reconciler import Outcome, utcnow
 
@@ -293,6 +296,45 @@ def test_export_off_makes_no_write_call(source: Source, tmp_path: Path) -> None:
     assert not select(s, "posture_backup_last_timestamp_seconds", kind="export")
     assert not select(s, "posture_backup_missing", kind="export")
     assert findings(swept, "lambda-config-export-current") == {}  # not applicable
+
+
+@pytest.mark.parametrize("export", [False, True], ids=["export-off", "export-on"])
+def test_the_config_fingerprint_is_computed_for_the_export_alone(
+    source: Source, tmp_path: Path, export: bool
+) -> None:
+    """The fingerprint, a digest of every part of a function's configuration, has one reader:
+    the export, which compares it with the last snapshot's. A sweep without the export leaves it
+    empty (no digest of each function, every sweep, that nothing reads); with it, every function
+    has one, and the same one when collected again."""
+    daemon = daemon_for(tmp_path, SOURCE)
+    collector = daemon.reconciler.collectors["lambda"]
+
+    async def collect(times: int) -> list[dict[str, str]]:
+        out = []
+        try:
+            for _ in range(times):
+                ctx = CollectContext(
+                    target=Target(SOURCE, REGION, "lambda"),
+                    api=daemon.gateway.api(SOURCE, REGION),
+                    global_api=daemon.gateway.api(SOURCE, daemon.settings.aws.region),
+                    now=utcnow(),
+                    export=export,
+                )
+                snapshot = await collector.collect(ctx)
+                assert isinstance(snapshot, LambdaSnapshot)
+                out.append({f.name: f.config_fingerprint for f in snapshot.functions})
+        finally:
+            await daemon.gateway.close()
+        return out
+
+    first, second = asyncio.run(collect(2))
+    assert set(FUNCTIONS) <= first.keys()
+    if export:
+        assert all(re.fullmatch(r"[0-9a-f]{20}", v) for v in first.values()), first
+        assert len(set(first.values())) == len(first)  # one digest per function's configuration
+        assert second == first
+    else:
+        assert set(first.values()) == {""} and set(second.values()) == {""}
 
 
 # --- export on ----------------------------------------------------------------------------------
