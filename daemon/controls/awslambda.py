@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import date
 
 from pydantic import Field
@@ -138,7 +137,7 @@ class RoleSharingParams(Params):
 def role_not_shared(fn: m.LambdaFunction, p: RoleSharingParams, ctx: EvalContext) -> Outcome | None:
     snapshot = ctx.snapshot
     assert isinstance(snapshot, m.LambdaSnapshot)
-    users = Counter(f.role_arn for f in snapshot.functions)[fn.role_arn]
+    users = snapshot.functions_with_role(fn.role_arn)  # counted once per snapshot, not per function
     if users > p.max_functions_per_role:
         return failed(
             f"role {fn.role_arn} is used by {users} functions (max {p.max_functions_per_role})"

@@ -7,6 +7,7 @@ then reported as `error` for that function, never as `pass`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -313,6 +314,17 @@ class LambdaSnapshot:
     layer_versions: tuple[LayerVersion, ...]
     region: RegionPosture
     export: ExportCoverage | None = None  # None: the daemon's export is disabled
+    # functions per execution role, counted once per snapshot (`functions_with_role`)
+    _role_users: Mapping[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_role_users", MappingProxyType(Counter(f.role_arn for f in self.functions))
+        )
+
+    def functions_with_role(self, role_arn: str) -> int:
+        """How many of the snapshot's functions run with this execution role."""
+        return self._role_users.get(role_arn, 0)
 
     def resources(
         self, resource_type: str

@@ -7,6 +7,7 @@ also cover shapes the moto-based integration tests cannot produce. Time is alway
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -390,6 +391,17 @@ class TestRoleNotShared:
         snap = make_snapshot(fns)
         assert_pass(run(self.CID, fns[0], {"max_functions_per_role": 2}, snapshot=snap))
         assert_fail(run(self.CID, fns[0], {"max_functions_per_role": 1}, snapshot=snap), "(max 1)")
+
+    def test_the_count_follows_the_snapshots_functions_when_it_is_rebuilt(self) -> None:
+        """The snapshot counts each role's functions once (`functions_with_role`), not once per
+        function; a copy with other functions (the export's `replace`) counts them again."""
+        fns = self._functions(6)
+        snap = make_snapshot(fns)
+        assert [snap.functions_with_role(f.role_arn) for f in fns] == [6] * 6 + [1]
+        assert snap.functions_with_role(f"arn:aws:iam::{ACCOUNT}:role/unused") == 0
+        fewer = dataclasses.replace(snap, functions=fns[:5])
+        assert_pass(run(self.CID, fns[0], snapshot=fewer), "used by 5 function(s)")
+        assert_fail(run(self.CID, fns[0], snapshot=snap), "used by 6 functions (max 5)")
 
 
 # --- 2. environment encryption -------------------------------------------------------------------
