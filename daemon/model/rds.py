@@ -193,6 +193,19 @@ class RdsSnapshot:
     # read failed: the databases then carry an ASPECT_BACKUP_PLAN error)
     protected: Mapping[str, RecoveryPoint] | None = None
     region: RegionPosture | None = None  # AWS Config recorders of the account-region
+    # the snapshots by (of a cluster, database identifier in lower case), indexed once per
+    # snapshot (`snapshots_of`): not every snapshot for every database
+    _by_database: Mapping[tuple[bool, str], tuple[DbSnapshot, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[bool, str], list[DbSnapshot]] = {}
+        for s in self.snapshots:
+            index.setdefault((s.cluster, s.db_identifier.lower()), []).append(s)
+        object.__setattr__(
+            self, "_by_database", MappingProxyType({k: tuple(v) for k, v in index.items()})
+        )
 
     def resources(
         self, resource_type: str
@@ -223,15 +236,12 @@ class RdsSnapshot:
     def snapshots_of(self, db: Database) -> tuple[DbSnapshot, ...]:
         """The snapshots taken of this database (matched by resource id where both have one, so
         a database re-created under an old name does not inherit its predecessor's snapshots)."""
-        cluster = isinstance(db, DbCluster)
-        out = []
-        for s in self.snapshots:
-            if s.cluster != cluster or s.db_identifier.lower() != db.identifier.lower():
-                continue
-            if s.db_resource_id and db.resource_id and s.db_resource_id != db.resource_id:
-                continue
-            out.append(s)
-        return tuple(out)
+        named = self._by_database.get((isinstance(db, DbCluster), db.identifier.lower()), ())
+        return tuple(
+            s
+            for s in named
+            if not (s.db_resource_id and db.resource_id and s.db_resource_id != db.resource_id)
+        )
 
     def newest_snapshot(self, db: Database) -> DbSnapshot | None:
         usable = [s for s in self.snapshots_of(db) if s.usable]

@@ -5,6 +5,7 @@ snapshots of a predecessor of the same name, overrides by tag."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import textwrap
 from typing import Any
@@ -442,6 +443,18 @@ class TestRdsBackupAge:
         db = make_instance()
         old = make_snapshot(db, "rds:orders-db-old", db_resource_id="db-PREVIOUS")
         expect(run(self.CID, db, snapshot=rds_snapshot(db, old)), Status.FAIL, "no snapshot")
+
+    def test_snapshots_are_matched_to_their_database_by_name_in_any_case(self) -> None:
+        """RDS identifiers are case-insensitive; the snapshot index (built once per snapshot of
+        the target) keys them in lower case, and a copy with other snapshots indexes its own."""
+        db, other = make_instance(), make_instance("billing-db")
+        shouted = make_snapshot(db, "rds:orders-db-1", db_identifier="ORDERS-DB")
+        theirs = make_snapshot(other, "rds:billing-db-1", created_at=NOW - 1 * H)
+        snap = rds_snapshot(db, shouted, theirs)
+        assert snap.snapshots_of(db) == (shouted,) and snap.snapshots_of(other) == (theirs,)
+        expect(run(self.CID, db, snapshot=snap), Status.PASS, "rds:orders-db-1", "5.0 h old")
+        without = dataclasses.replace(snap, snapshots=(theirs,))
+        expect(run(self.CID, db, snapshot=without), Status.FAIL, "no snapshot")
 
     def test_young_database_is_pending(self) -> None:
         db = make_instance(created_at=NOW - 2 * H, latest_restorable_time=None)
