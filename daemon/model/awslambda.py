@@ -314,7 +314,8 @@ class LambdaSnapshot:
     layer_versions: tuple[LayerVersion, ...]
     region: RegionPosture
     export: ExportCoverage | None = None  # None: the daemon's export is disabled
-    # functions per execution role, counted once per snapshot (`functions_with_role`)
+    # functions per execution role, counted when this is built (`functions_with_role`), not
+    # once for each function that asks
     _role_users: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -193,8 +193,8 @@ class RdsSnapshot:
     # read failed: the databases then carry an ASPECT_BACKUP_PLAN error)
     protected: Mapping[str, RecoveryPoint] | None = None
     region: RegionPosture | None = None  # AWS Config recorders of the account-region
-    # the snapshots by (of a cluster, database identifier in lower case), indexed once per
-    # snapshot (`snapshots_of`): not every snapshot for every database
+    # the DB snapshots by (of a cluster, database identifier in lower case), indexed when this
+    # is built (`snapshots_of`), so a database's are not found by a scan of all of them
     _by_database: Mapping[tuple[bool, str], tuple[DbSnapshot, ...]] = field(
         init=False, repr=False, compare=False
     )
