@@ -24,8 +24,8 @@ Reported per sweep: wall time, AWS calls (total, by operation, per resource), ca
 15/s bucket, CPU seconds per 1,000 resources, peak RSS, failed targets and throttles; the moto
 server's measured throughput; the minimum possible sweep time = max(quota-bound time: per
 account-region, the busiest bucket's calls / its allowed rate; moto-bound time: the larger of
-calls / moto's probed throughput and moto's busy time, its CPU seconds during the sweep when it
-has one CPU of its own) and achieved / minimum (and, as earlier rounds computed it, achieved /
+calls / moto's probed throughput and moto's busy time, its CPU seconds during the sweep divided
+by the CPUs it may run on) and achieved / minimum (and, as earlier rounds computed it, achieved /
 the minimum from the probed throughput alone); the CPU bare aiobotocore spends on the same
 number of calls, and the CPU of the same calls made the least costly way Python can (`RawHttp`:
 signed GETs on kept-alive sockets, JSON parsed, nothing else), their per-call costs measured
@@ -563,12 +563,16 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def moto_busy_bound() -> bool:
-    """Whether moto's CPU seconds bound a sweep's time from below: moto pinned to one CPU of its
-    own (shared with the probe only), so it cannot have done a second of work in less than a
-    second. With more CPUs, threads of its process could overlap (socket I/O releases the
-    interpreter), and its CPU seconds are reported but not used as a bound."""
-    return len(OUTSIDE_CPUS) == 1
+def moto_cpus() -> int:
+    """The CPUs moto's process may run on: its CPU seconds during a sweep, divided by them, bound
+    the sweep's time from below (k CPUs do at most k seconds of work a second). Pinned on a
+    2-core machine that is one CPU, shared with the probe only, and the bound is moto's busy
+    time itself; with more, the bound is looser (moto is one Python process, so its threads
+    overlap only where they release the interpreter, in socket I/O)."""
+    try:
+        return len(os.sched_getaffinity(MOTO_PID[0])) if MOTO_PID else os.cpu_count() or 1
+    except OSError:
+        return os.cpu_count() or 1
 
 
 def pin_cpus(moto_pid: int) -> dict[str, list[int]] | None:
@@ -704,11 +708,13 @@ async def measure_sweep(
             quota_bound, busiest = t, "/".join(key)
     total = sum(calls.values())
     # moto-bound, two ways: the calls at the probe's rate (detail reads, mostly 404s: the cheapest
-    # calls a sweep makes), and moto's busy time, its CPU seconds while the sweep ran (the
-    # sweep's own mix: a ListFunctions page of 50 functions with their versions, ECR, ECS and RDS
-    # descriptions cost moto several times a detail read). The larger is the moto-bound time.
+    # calls a sweep makes), and moto's busy time, its CPU seconds while the sweep ran over the
+    # CPUs it may use (the sweep's own mix: a ListFunctions page of 50 functions with their
+    # versions, ECR, ECS and RDS descriptions cost moto several times a detail read). The larger
+    # is the moto-bound time.
     probe_bound = total / moto_rps if moto_rps else 0.0
-    busy_bound = moto_cpu if moto_cpu is not None and moto_busy_bound() else 0.0
+    cpus = moto_cpus()
+    busy_bound = moto_cpu / cpus if moto_cpu is not None else 0.0
     moto_bound = max(probe_bound, busy_bound)
     minimum = max(quota_bound, moto_bound)
     by_resource = {
@@ -751,7 +757,7 @@ async def measure_sweep(
         "moto_bound_seconds": round(moto_bound, 2),
         "moto_bound_by_probe_rate_seconds": round(probe_bound, 2),
         "moto_cpu_seconds": round(moto_cpu, 2) if moto_cpu is not None else None,
-        "moto_cpu_is_a_bound": moto_busy_bound(),
+        "moto_cpus": cpus,
         "minimum_seconds": round(minimum, 2),
         "achieved_over_minimum": round(wall / minimum, 2) if minimum else None,
         # the yardstick of earlier rounds: the moto-bound time from the probe's rate only
