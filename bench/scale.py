@@ -717,6 +717,7 @@ async def measure_sweep(
     busy_bound = moto_cpu / cpus if moto_cpu is not None else 0.0
     moto_bound = max(probe_bound, busy_bound)
     minimum = max(quota_bound, moto_bound)
+    probe_minimum = max(quota_bound, probe_bound)  # the yardstick of earlier rounds
     by_resource = {
         f"{service}:{op}": round(v / max(1, functions if service in ("lambda", "iam") else 1), 4)
         for (service, op), v in sorted(calls.items())
@@ -760,12 +761,7 @@ async def measure_sweep(
         "moto_cpus": cpus,
         "minimum_seconds": round(minimum, 2),
         "achieved_over_minimum": round(wall / minimum, 2) if minimum else None,
-        # the yardstick of earlier rounds: the moto-bound time from the probe's rate only
-        "achieved_over_probe_minimum": (
-            round(wall / max(quota_bound, probe_bound), 2)
-            if max(quota_bound, probe_bound)
-            else None
-        ),
+        "achieved_over_probe_minimum": round(wall / probe_minimum, 2) if probe_minimum else None,
     }
     if latencies:
         ordered = sorted(latencies)
