@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from daemon import __version__
-from daemon.config import Settings, SettingsError, load_settings
+from daemon.config import ListenError, Settings, SettingsError, load_settings
 from daemon.model import Finding, Severity, Status
 from daemon.policy import Policy, PolicyError, load_policy
 from daemon.webconfig import WebConfigError
@@ -360,6 +360,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         code: int = args.func(args, out)
     except (PolicyError, SettingsError, WebConfigError) as exc:
         sys.stderr.write(f"posture-daemon: {exc}\n")
+        return EXIT_CONFIG
+    except ListenError as exc:
+        how = "--port" if args.command == "demo" else "POSTURE_HTTP__PORT and POSTURE_HTTP__HOST"
+        sys.stderr.write(f"posture-daemon: {exc} (the address is set by {how})\n")
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,23 @@ class HttpSettings(Section):
         description="TLS and basic auth for the endpoints, in the Prometheus exporter web config "
         "format (tls_server_config, basic_auth_users); off when unset. See README, Operations.",
     )
+
+
+class ListenError(Exception):
+    """The HTTP server cannot listen on its address: the port is taken, not permitted, or the host
+    is not an address of this machine. One line, with the address and the system's reason. Raised
+    by daemon/server.py; defined here, beside HttpSettings, so the CLI reports it without loading
+    aiohttp."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        if error.errno and not isinstance(error, socket.gaierror):
+            reason = os.strerror(error.errno)  # asyncio's message wraps it in its own words
+        else:
+            reason = error.strerror or str(error)
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason
 
 
 class LogSettings(Section):

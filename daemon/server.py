@@ -24,6 +24,7 @@ import contextlib
 import functools
 import gc
 import math
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,7 +33,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from daemon.config import HttpSettings
+from daemon.config import HttpSettings, ListenError
 from daemon.metrics.compress import GzipSegments
 from daemon.metrics.exposition import Exposition
 from daemon.webconfig import AUTH_REALM, WebConfigHolder
@@ -294,6 +295,27 @@ def build_app(
     return app
 
 
+def check_listen(host: str, port: int) -> None:
+    """Raise ListenError if the server could not listen on (host, port) now: bind a socket the way
+    aiohttp does (SO_REUSEADDR, so a port in TIME_WAIT is free) and close it. For a start that
+    has slow work to do first (the demo seeds its estate). Port 0 is always free."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(host, port, exc) from exc
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server: IPv6 only
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise ListenError(host, port, exc) from exc
+
+
 class HttpServer:
     """Serves `app` from a thread of its own, with its own event loop.
 
@@ -301,7 +323,7 @@ class HttpServer:
     controls to evaluate, results to publish. A server on that loop answered scrapes only between
     those callbacks (p99 above a second in the benchmark). Here the handlers only read immutable
     state (the store's view, cached exposition text, the heartbeat's timestamp), so they are safe
-    to run on another thread. `start` returns once the socket listens (or raises the bind error);
+    to run on another thread. `start` returns once the socket listens (or raises ListenError);
     `stop` closes the server and joins the thread.
     """
 
@@ -397,9 +419,11 @@ class HttpServer:
         )
         try:
             await site.start()
-        except BaseException:
+        except BaseException as exc:
             await self._runner.cleanup()
             self._runner = None
+            if isinstance(exc, OSError):
+                raise ListenError(self.settings.host, self.settings.port, exc) from exc
             raise
         server = site._server
         sockets = getattr(server, "sockets", None) or []

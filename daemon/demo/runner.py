@@ -18,6 +18,7 @@ _DEMO_ENV = {
     "AWS_REGION": "us-east-1",
 }
 DEMO_ACCOUNTS = ("prod", "staging", "sandbox")
+DEMO_HOST = "127.0.0.1"  # the demo serves on loopback only
 EXPORT_BUCKET = "posture-demo-exports"  # in the management account, with `demo --export`
 
 
@@ -40,6 +41,11 @@ async def create_export_bucket() -> str:
 def run_demo(
     http_port: int = 9717, interval: float = 30.0, out: TextIO | None = None, export: bool = False
 ) -> int:
+    from daemon.server import check_listen
+
+    # before the ~20 s of starting moto and seeding the estate: a port already taken (another demo
+    # running) fails at once, with one line (ListenError, reported by the CLI)
+    check_listen(DEMO_HOST, http_port)
     for key, value in _DEMO_ENV.items():
         if value:
             os.environ[key] = value
@@ -79,7 +85,7 @@ def run_demo(
     settings = load_settings(
         policy_file=policy_file,
         aws=aws,
-        http={"host": "127.0.0.1", "port": http_port},
+        http={"host": DEMO_HOST, "port": http_port},
         reconciler={
             "interval_seconds": interval,
             "discovery_interval_seconds": max(60.0, interval),
@@ -99,7 +105,7 @@ def run_demo(
             "demo estate ready",
             accounts=accounts,
             policy=str(policy_file),
-            metrics=f"http://127.0.0.1:{http_port}/metrics",
+            metrics=f"http://{DEMO_HOST}:{http_port}/metrics",
             aws_endpoint=endpoint,
             export_bucket=EXPORT_BUCKET if export else None,
         )

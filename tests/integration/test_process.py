@@ -237,3 +237,48 @@ async def test_a_second_sigterm_exits_at_once(proxy: FaultProxy, tmp_path: Path)
     assert took < 2, took
     names = [e["event"] for e in _events(log_path)]
     assert names[-1] == "second stop signal: exiting now"
+
+
+# --- an address that cannot be used -------------------------------------------------------------
+
+
+def test_run_and_demo_on_a_taken_port_exit_2_with_one_line_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """`run` fails when its server cannot listen (after loading the policy and the AWS models),
+    the demo before it starts moto and seeds its estate; both say where and why, in one line
+    naming the setting, with the configuration-error exit code."""
+    policy = policy_for(["888888888883"], tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {
+            **os.environ,
+            "POSTURE_POLICY_FILE": str(policy),
+            "POSTURE_HTTP__HOST": "127.0.0.1",
+            "POSTURE_HTTP__PORT": str(port),
+            "POSTURE_LOG__FORMAT": "json",
+        }
+        commands = {
+            "run": ([sys.executable, "-m", "daemon", "run"], "POSTURE_HTTP__PORT"),
+            "demo": ([sys.executable, "-m", "daemon", "demo", "--port", str(port)], "--port"),
+        }
+        for name, (argv, setting) in commands.items():
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+            assert done.returncode == 2, (name, done.stdout, done.stderr)
+            hosts = " and POSTURE_HTTP__HOST" if name == "run" else ""
+            *logs, last = done.stderr.splitlines()  # the log goes to stderr too, before it
+            assert last == (
+                f"posture-daemon: cannot listen on 127.0.0.1:{port}: Address already in use"
+                f" (the address is set by {setting}{hosts})"
+            ), name
+            assert "Traceback" not in done.stdout + done.stderr
+            events = [json.loads(line)["event"] for line in logs if line.startswith("{")]
+            if name == "demo":
+                assert events == []  # before moto and the estate: nothing seeded, nothing logged
+            else:
+                assert "warmed up" in events  # the daemon got as far as serving
+                assert "posture-daemon started" not in events
